@@ -1,0 +1,3 @@
+"""loyaltyctl: administration toolkit for a customer loyalty program."""
+
+__version__ = "0.1.0"

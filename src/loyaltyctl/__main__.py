@@ -1,0 +1,3 @@
+from loyaltyctl.cli.main import run
+
+run()

@@ -1,0 +1,155 @@
+"""The root command: global options, the error funnel, and the command groups.
+
+Start-up stays light: this module and the group modules import only Typer; each command
+imports the services, the ORM and Rich tables it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from typer.core import TyperGroup
+
+try:  # Typer >= 0.25 vendors its own click
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older Typer on the real click
+    from click import ClickException
+
+from loyaltyctl import __version__
+from loyaltyctl.cli.context import AppContext, default_actor
+from loyaltyctl.cli.options import Fmt
+from loyaltyctl.errors import ExitCode, LoyaltyError
+
+
+def _busy_error(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(s in text for s in ("database is locked", "database is busy", "lock timeout",
+                                   "could not obtain lock", "canceling statement due to lock"))
+
+
+class LoyaltyGroup(TyperGroup):
+    """Turns every known failure into one line on stderr and its documented exit code."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, ClickException):
+            raise
+        except LoyaltyError as exc:
+            self._fail(ctx, str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            self._fail(ctx, "interrupted; nothing was committed", ExitCode.UNEXPECTED)
+        except Exception as exc:  # noqa: BLE001 - the one funnel for the unexpected
+            from sqlalchemy.exc import OperationalError
+
+            debug = isinstance(ctx.obj, AppContext) and ctx.obj.debug
+            if debug:
+                import traceback
+
+                traceback.print_exc()
+            if isinstance(exc, OperationalError) and _busy_error(exc):
+                self._fail(ctx, "the database is busy (locked by another loyaltyctl run or "
+                           "another program) past the timeout; nothing was changed. "
+                           "Try again, or raise LOYALTYCTL_BUSY_TIMEOUT.", ExitCode.BUSY)
+            self._fail(ctx, f"unexpected error: {type(exc).__name__}: {_masked(exc)}"
+                       + ("" if debug else " (run with --debug for the traceback)"),
+                       ExitCode.UNEXPECTED)
+        finally:
+            if isinstance(ctx.obj, AppContext):
+                ctx.obj.dispose()
+
+    @staticmethod
+    def _fail(ctx: typer.Context, message: str, code: int) -> None:
+        no_color = isinstance(ctx.obj, AppContext) and ctx.obj.no_color
+        typer.secho(f"Error: {message}", err=True, fg=None if no_color else "red")
+        raise typer.Exit(int(code))
+
+
+def _masked(exc: BaseException) -> str:
+    from loyaltyctl.db.engine import mask_url
+
+    return mask_url(str(exc).splitlines()[0] if str(exc) else "")
+
+
+app = typer.Typer(
+    cls=LoyaltyGroup,
+    name="loyaltyctl",
+    help="Administer a customer loyalty program: members, points, tiers, rewards, campaigns, reports.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"loyaltyctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Annotated[Optional[Path], typer.Option(  # noqa: UP007
+        "--config", "-c", envvar="LOYALTYCTL_CONFIG", show_envvar=True,
+        help="Program file (default: ./loyalty.toml).")] = None,
+    db: Annotated[Optional[str], typer.Option(  # noqa: UP007
+        "--db", envvar="LOYALTYCTL_DB", show_envvar=True,
+        help="Database: a SQLite file or postgresql+psycopg://… (default: loyalty.db beside the config).")] = None,
+    as_of: Annotated[Optional[str], typer.Option(  # noqa: UP007
+        "--as-of", help="Act as of this date or time (backfill, catch-up, reproducible reports).")] = None,
+    actor: Annotated[Optional[str], typer.Option(  # noqa: UP007
+        "--actor", help="Who is acting, for the audit trail (default: the OS user).")] = None,
+    fmt: Annotated[Fmt, typer.Option("--format", "-f", help="Output format for data.")] = Fmt.table,
+    output: Annotated[Optional[Path], typer.Option(  # noqa: UP007
+        "--output", "-o", help="Write data to this file instead of stdout.", dir_okay=False)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
+    no_color: Annotated[bool, typer.Option("--no-color", help="No colour, even on a terminal.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for unexpected errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Loyalty program administration. Start with `loyaltyctl init` or `loyaltyctl demo`."""
+    ctx.obj = AppContext(
+        config_opt=config, db_opt=db, as_of_opt=as_of, actor=actor or default_actor(),
+        fmt=fmt.value, output_path=output, quiet=quiet, no_color=no_color, debug=debug,
+    )
+
+
+# Command groups, one module each: (module, name, help).
+GROUPS = [
+    ("config_cmd", "config", "Check and show the program rules."),
+    ("db", "db", "Database: upgrade, check, stats, backup."),
+    ("members", "members", "Enrol, find, update and import members."),
+    ("purchases", "purchases", "Record, import, refund and list purchases."),
+    ("points", "points", "Balances, history, adjustments, redemptions, expiry."),
+    ("rewards", "rewards", "The rewards catalogue and redemption."),
+    ("tiers", "tiers", "Tier ladder: list, recalculate, progress, history."),
+    ("campaigns", "campaigns", "Marketing campaigns: add, list, show, end."),
+    ("bonuses", "bonuses", "Birthday, referral and event bonuses."),
+    ("reports", "reports", "Reports for managers."),
+    ("audit", "audit", "The audit trail."),
+]
+
+for _module, _name, _help in GROUPS:
+    try:
+        _mod = importlib.import_module(f"loyaltyctl.cli.{_module}")
+    except ModuleNotFoundError as _exc:
+        if _exc.name != f"loyaltyctl.cli.{_module}":
+            raise
+        continue
+    _sub: typer.Typer = _mod.app
+    if _sub.registered_commands or _sub.registered_groups:
+        app.add_typer(_sub, name=_name, help=_help)
+
+# Top-level commands (init, demo) live in their own module and register on `app`.
+importlib.import_module("loyaltyctl.cli.setup")
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app()

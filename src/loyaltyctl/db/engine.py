@@ -1,0 +1,140 @@
+"""Engine and session: SQLite (default, embedded) or PostgreSQL, one engine per process."""
+
+from __future__ import annotations
+
+import os
+import re
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+from loyaltyctl.errors import InvalidInput, SchemaOutdated
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+    from sqlmodel import Session
+
+ENV_DB = "LOYALTYCTL_DB"
+DEFAULT_DB_FILENAME = "loyalty.db"
+SQLITE_BUSY_TIMEOUT_S = float(os.environ.get("LOYALTYCTL_BUSY_TIMEOUT", "10"))
+
+# The newest schema revision this code knows. Kept here (and checked against Alembic's head
+# by a test) so that ordinary commands need not import Alembic just to compare revisions.
+SCHEMA_HEAD = "0001"
+
+
+def resolve_db_url(explicit: str | None, config_dir: Path | None) -> str:
+    """--db, then $LOYALTYCTL_DB, then loyalty.db beside the config file."""
+    raw = explicit or os.environ.get(ENV_DB)
+    if not raw:
+        base = config_dir or Path.cwd()
+        return f"sqlite:///{(base / DEFAULT_DB_FILENAME).resolve()}"
+    if "://" not in raw:  # a bare path means a SQLite file
+        return f"sqlite:///{Path(raw).expanduser().resolve()}"
+    if raw.startswith(("postgresql://", "postgres://")):
+        raw = "postgresql+psycopg://" + raw.split("://", 1)[1]
+    return raw
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced, for messages and logs."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def sqlite_path(url: str) -> Path | None:
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    if not path or path == ":memory:":
+        return None
+    return Path(path)
+
+
+def make_engine(url: str) -> Engine:
+    from sqlalchemy import create_engine, event
+
+    if url.startswith("sqlite"):
+        path = sqlite_path(url)
+        if path is not None and not path.exists():
+            if not path.parent.exists():
+                raise InvalidInput(f"database directory {path.parent} does not exist")
+            # Created by us, readable by the owner only: the file holds personal data.
+            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+            # Take over transaction control so writers can BEGIN IMMEDIATE (see below).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn):  # noqa: ANN001
+            # A writer takes the write lock at BEGIN, so two writers queue on the busy
+            # timeout instead of one failing at its first write after reading.
+            if conn.get_execution_options().get("write"):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.exec_driver_sql("BEGIN")
+
+        return engine
+    if url.startswith("postgresql"):
+        return create_engine(url, pool_pre_ping=False)
+    raise InvalidInput(
+        f"unsupported database URL {mask_url(url)!r}",
+        hint="use a SQLite file path or postgresql+psycopg://user:pass@host/dbname",
+    )
+
+
+def current_revision(engine: Engine) -> str | None:
+    from sqlalchemy import inspect, text
+
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def ensure_current(engine: Engine, url: str) -> None:
+    """Stop with a clear message unless the database is at this code's schema revision."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    try:
+        with engine.connect() as conn:
+            rev = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except (OperationalError, ProgrammingError) as exc:
+        if "locked" in str(exc).lower():
+            raise
+        raise SchemaOutdated(
+            f"database {mask_url(url)} is not initialised",
+            hint="run `loyaltyctl init` (new club) or `loyaltyctl db upgrade`",
+        ) from None
+    if rev != SCHEMA_HEAD:
+        raise SchemaOutdated(
+            f"database {mask_url(url)} is at schema revision {rev}, this loyaltyctl needs {SCHEMA_HEAD}",
+            hint="run `loyaltyctl db upgrade` (back the database up first with `loyaltyctl db backup`)",
+        )
+
+
+@contextmanager
+def session_scope(engine: Engine, *, write: bool = False) -> Iterator[Session]:
+    """One transaction per command: commit once at the end, roll back on any error."""
+    from sqlmodel import Session
+
+    bind = engine.execution_options(write=True) if write else engine
+    session = Session(bind, expire_on_commit=False)
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

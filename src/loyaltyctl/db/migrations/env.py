@@ -1,0 +1,28 @@
+"""Alembic environment: run with a connection handed over by loyaltyctl.db.migrate."""
+
+from alembic import context
+from sqlmodel import SQLModel
+
+import loyaltyctl.db.models  # noqa: F401  (registers the tables)
+
+config = context.config
+target_metadata = SQLModel.metadata
+
+
+def run_migrations_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is None:
+        from sqlalchemy import create_engine
+
+        connection = create_engine(config.get_main_option("sqlalchemy.url")).connect()
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+run_migrations_online()

@@ -1,0 +1,164 @@
+"""Input normalisation: Persian/Arabic-Indic digits, money, phones, e-mails, dates.
+
+Every function raises `ValueError` with a short reason; callers add the file, row or
+option name and turn it into `InvalidInput`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+
+# Persian (U+06F0..U+06F9) and Arabic-Indic (U+0660..U+0669) digits, plus the Arabic
+# decimal and thousands separators, mapped to ASCII.
+_DIGITS = {ord(c): str(i) for i, c in enumerate("۰۱۲۳۴۵۶۷۸۹")}
+_DIGITS.update({ord(c): str(i) for i, c in enumerate("٠١٢٣٤٥٦٧٨٩")})
+_DIGITS.update({0x066B: ".", 0x066C: ",", 0x060C: ","})
+
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def ascii_digits(text: str) -> str:
+    """Replace Persian and Arabic-Indic digits with ASCII ones and strip the ends."""
+    return text.translate(_DIGITS).strip()
+
+
+def parse_int(text: str | int) -> int:
+    """An integer, accepting Persian digits, thousands separators and stray spaces."""
+    if isinstance(text, bool):
+        raise ValueError("not a whole number")
+    if isinstance(text, int):
+        return text
+    s = ascii_digits(str(text)).replace(",", "").replace("_", "").replace(" ", "")
+    s = s.replace("\u200c", "").replace("\u00a0", "")
+    if not re.fullmatch(r"[+-]?\d+", s):
+        raise ValueError(f"{text!r} is not a whole number")
+    return int(s)
+
+
+def parse_money(text: str | int | float | Decimal, decimals: int) -> int:
+    """An amount in major units ("1,250.50", "۱۲۵۰") to integer minor units.
+
+    Refuses more fraction digits than the currency has, so no amount is ever rounded.
+    """
+    if isinstance(text, bool):
+        raise ValueError("not an amount")
+    if isinstance(text, int):
+        value = Decimal(text)
+    elif isinstance(text, float):
+        value = Decimal(repr(text))
+    elif isinstance(text, Decimal):
+        value = text
+    else:
+        s = ascii_digits(text).replace(",", "").replace("_", "").replace(" ", "")
+        s = s.replace("\u200c", "").replace("\u00a0", "")
+        if not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)", s):
+            raise ValueError(f"{text!r} is not an amount")
+        try:
+            value = Decimal(s)
+        except InvalidOperation as exc:  # pragma: no cover - regex guards this
+            raise ValueError(f"{text!r} is not an amount") from exc
+    minor = value.scaleb(decimals)
+    if minor != minor.to_integral_value():
+        raise ValueError(f"{text!r} has more than {decimals} decimal places")
+    result = int(minor)
+    if abs(result) > 10**15:
+        raise ValueError(f"{text!r} is too large")
+    return result
+
+
+def format_money(minor: int, decimals: int) -> str:
+    """Integer minor units to a display string with thousands separators."""
+    if decimals == 0:
+        return f"{minor:,}"
+    sign = "-" if minor < 0 else ""
+    q, r = divmod(abs(minor), 10**decimals)
+    return f"{sign}{q:,}.{r:0{decimals}d}"
+
+
+@lru_cache(maxsize=4096)
+def normalize_phone(text: str, region: str) -> str:
+    """A phone number in any common format (Persian digits too) to E.164."""
+    import phonenumbers
+
+    s = ascii_digits(str(text))
+    if not s:
+        raise ValueError("empty phone number")
+    if s.startswith("00"):
+        s = "+" + s[2:]
+    try:
+        parsed = phonenumbers.parse(s, region)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(f"{text!r} is not a phone number") from exc
+    if not phonenumbers.is_valid_number(parsed):
+        raise ValueError(f"{text!r} is not a valid phone number for region {region}")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_email(text: str) -> str:
+    """Trim and lower-case an e-mail address and check its shape.
+
+    A syntactic check only: a loyalty import must not stop on a DNS look-up.
+    """
+    s = ascii_digits(str(text)).lower()
+    if not _EMAIL_RE.match(s) or len(s) > 254:
+        raise ValueError(f"{text!r} is not a valid e-mail address")
+    local, _, domain = s.rpartition("@")
+    if ".." in s or domain.startswith(".") or domain.endswith(".") or local.endswith("."):
+        raise ValueError(f"{text!r} is not a valid e-mail address")
+    return s
+
+
+_DATE_RE = re.compile(r"^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})$")
+
+
+def parse_date(text: str | date, calendar: str = "gregorian") -> date:
+    """A date as YYYY-MM-DD (or with / or .), Persian digits accepted.
+
+    With the Jalali calendar, or for any year below 1700 (which can only be a Jalali year
+    in a loyalty program), the date is read as Jalali and converted to Gregorian.
+    """
+    if isinstance(text, datetime):
+        return text.date()
+    if isinstance(text, date):
+        return text
+    s = ascii_digits(str(text))
+    m = _DATE_RE.match(s)
+    if not m:
+        raise ValueError(f"{text!r} is not a date (expected YYYY-MM-DD)")
+    y, mo, d = (int(g) for g in m.groups())
+    if calendar == "jalali" or y < 1700:
+        import jdatetime
+
+        try:
+            return jdatetime.date(y, mo, d).togregorian()
+        except ValueError as exc:
+            raise ValueError(f"{text!r} is not a valid Jalali date") from exc
+    try:
+        return date(y, mo, d)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a valid date") from exc
+
+
+def parse_duration_days(text: str) -> int:
+    """'30d', '4w', '3m' (30-day months) or a bare number of days."""
+    s = ascii_digits(text).lower()
+    m = re.fullmatch(r"(\d+)\s*([dwm]?)", s)
+    if not m:
+        raise ValueError(f"{text!r} is not a duration (use e.g. 30d, 4w, 3m)")
+    n, unit = int(m.group(1)), m.group(2) or "d"
+    return n * {"d": 1, "w": 7, "m": 30}[unit]
+
+
+def clean_text(text: str | None, *, max_len: int = 200, field: str = "text") -> str | None:
+    """Strip, drop control characters, refuse absurd lengths."""
+    if text is None:
+        return None
+    s = str(text).strip()
+    if any(ord(c) < 32 and c not in "\t" for c in s):
+        raise ValueError(f"{field} contains control characters")
+    if len(s) > max_len:
+        raise ValueError(f"{field} is longer than {max_len} characters")
+    return s or None

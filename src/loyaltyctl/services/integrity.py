@@ -1,0 +1,135 @@
+"""`db check`: every ledger invariant, each as one set-based query returning violations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlmodel import Session
+
+# Each check: (name, description, SQL returning rows that violate it, formatter).
+# The SQL is constant text: no input is ever formatted into it.
+_CHECKS: list[tuple[str, str, str]] = [
+    (
+        "balance",
+        "cached balance equals the sum of the available ledger",
+        """
+        SELECT m.code, m.balance, COALESCE(l.total, 0)
+        FROM members m
+        LEFT JOIN (SELECT member_id, SUM(points) AS total FROM ledger_entries
+                   WHERE pending_until IS NULL GROUP BY member_id) l ON l.member_id = m.id
+        WHERE m.balance <> COALESCE(l.total, 0)
+        """,
+    ),
+    (
+        "pending",
+        "cached pending points equal the sum of the pending ledger",
+        """
+        SELECT m.code, m.pending, COALESCE(l.total, 0)
+        FROM members m
+        LEFT JOIN (SELECT member_id, SUM(points) AS total FROM ledger_entries
+                   WHERE pending_until IS NOT NULL GROUP BY member_id) l ON l.member_id = m.id
+        WHERE m.pending <> COALESCE(l.total, 0)
+        """,
+    ),
+    (
+        "lot_remaining",
+        "each lot's remainder equals its points minus what was allocated from it",
+        """
+        SELECT e.id, e.remaining, e.points - COALESCE(a.used, 0)
+        FROM ledger_entries e
+        LEFT JOIN (SELECT lot_id, SUM(points) AS used FROM allocations GROUP BY lot_id) a
+               ON a.lot_id = e.id
+        WHERE e.remaining IS NOT NULL AND e.remaining <> e.points - COALESCE(a.used, 0)
+        """,
+    ),
+    (
+        "lot_bounds",
+        "no lot remainder below zero or above its points",
+        """
+        SELECT id, remaining, points FROM ledger_entries
+        WHERE remaining IS NOT NULL AND (remaining < 0 OR remaining > points OR points <= 0)
+        """,
+    ),
+    (
+        "debit_allocations",
+        "allocations sum to each debit (a clawback may fall short: that is the member's debt)",
+        """
+        SELECT e.id, e.kind, -e.points, COALESCE(a.used, 0)
+        FROM ledger_entries e
+        LEFT JOIN (SELECT debit_id, SUM(points) AS used FROM allocations GROUP BY debit_id) a
+               ON a.debit_id = e.id
+        WHERE e.points < 0 AND e.remaining IS NULL AND (
+              COALESCE(a.used, 0) > -e.points
+              OR (e.kind <> 'clawback' AND COALESCE(a.used, 0) <> -e.points))
+        """,
+    ),
+    (
+        "allocation_owner",
+        "an allocation joins a debit and a lot of the same member",
+        """
+        SELECT a.id, a.member_id, d.member_id, l.member_id
+        FROM allocations a
+        JOIN ledger_entries d ON d.id = a.debit_id
+        JOIN ledger_entries l ON l.id = a.lot_id
+        WHERE a.member_id <> d.member_id OR a.member_id <> l.member_id
+              OR l.remaining IS NULL
+        """,
+    ),
+    (
+        "balance_lots",
+        "balance equals open available lots minus unpaid clawback debt",
+        """
+        SELECT m.code, m.balance, COALESCE(lots.total, 0) - COALESCE(debt.total, 0)
+        FROM members m
+        LEFT JOIN (SELECT member_id, SUM(remaining) AS total FROM ledger_entries
+                   WHERE remaining IS NOT NULL AND pending_until IS NULL
+                   GROUP BY member_id) lots ON lots.member_id = m.id
+        LEFT JOIN (SELECT e.member_id, SUM(-e.points - COALESCE(a.used, 0)) AS total
+                   FROM ledger_entries e
+                   LEFT JOIN (SELECT debit_id, SUM(points) AS used FROM allocations
+                              GROUP BY debit_id) a ON a.debit_id = e.id
+                   WHERE e.kind = 'clawback' AND e.pending_until IS NULL
+                   GROUP BY e.member_id) debt ON debt.member_id = m.id
+        WHERE m.balance <> COALESCE(lots.total, 0) - COALESCE(debt.total, 0)
+        """,
+    ),
+    (
+        "negative_balance",
+        "a balance below zero only through an unpaid clawback",
+        """
+        SELECT m.code, m.balance FROM members m
+        WHERE m.balance < 0 AND NOT EXISTS (
+            SELECT 1 FROM ledger_entries e WHERE e.member_id = m.id AND e.kind = 'clawback')
+        """,
+    ),
+    (
+        "refund_bounds",
+        "refunded amount never above the purchase",
+        """
+        SELECT ref, amount, refunded_amount FROM purchases
+        WHERE refunded_amount < 0 OR refunded_amount > amount OR amount < 0
+        """,
+    ),
+]
+
+
+@dataclass(frozen=True)
+class Violation:
+    check: str
+    description: str
+    detail: str
+
+
+def run_checks(*, session: Session, limit_per_check: int = 50) -> tuple[list[Violation], int]:
+    """All invariants; returns the violations found and the number of checks run."""
+    found: list[Violation] = []
+    for name, description, sql in _CHECKS + list(EXTRA_CHECKS):
+        rows = session.execute(text(sql)).fetchmany(limit_per_check)
+        for row in rows:
+            found.append(Violation(name, description, ", ".join(str(v) for v in row)))
+    return found, len(_CHECKS) + len(EXTRA_CHECKS)
+
+
+# Later features (refunds, reversals, pending points) append their own invariants here.
+EXTRA_CHECKS: list[tuple[str, str, str]] = []

@@ -1,0 +1,163 @@
+"""init, config validate/show, db upgrade/stats/check, audit list, the error funnel."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import BACKEND, Club
+from loyaltyctl.cli.main import app
+from loyaltyctl.db.engine import SCHEMA_HEAD, mask_url
+from loyaltyctl.db.migrate import head_revision
+
+
+def test_schema_head_constant_matches_alembic() -> None:
+    assert head_revision() == SCHEMA_HEAD
+
+
+def test_init_creates_config_and_database(tmp_path, fresh_db_url) -> None:
+    runner = CliRunner()
+    target = tmp_path / "club"
+    r = runner.invoke(app, ["--db", fresh_db_url, "init", str(target)], env={"LOYALTYCTL_CONFIG": ""})
+    assert r.exit_code == 0, r.output
+    assert (target / "loyalty.toml").read_text().startswith("# loyaltyctl program file")
+    assert "created at schema 0001" in r.stderr
+    # Second run keeps the file and says the database is current.
+    r2 = runner.invoke(app, ["--db", fresh_db_url, "init", str(target)], env={"LOYALTYCTL_CONFIG": ""})
+    assert r2.exit_code == 0
+    assert "kept existing" in r2.stderr and "already at schema 0001" in r2.stderr
+    r3 = runner.invoke(app, ["--config", str(target / "loyalty.toml"), "--db", fresh_db_url,
+                             "--format", "json", "db", "stats"])
+    assert r3.exit_code == 0, r3.output
+    info = json.loads(r3.stdout)
+    assert info["revision"] == "0001" and info["members_rows"] == 0
+    assert info["audit_log_rows"] == 1
+
+
+@pytest.mark.skipif(BACKEND != "sqlite", reason="file permissions are a SQLite matter")
+def test_default_sqlite_file_beside_config_is_private(tmp_path) -> None:
+    runner = CliRunner()
+    r = runner.invoke(app, ["init", str(tmp_path)], env={"LOYALTYCTL_CONFIG": "", "LOYALTYCTL_DB": ""})
+    assert r.exit_code == 0, r.output
+    db = tmp_path / "loyalty.db"
+    assert db.exists()
+    assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
+
+
+def test_commands_refuse_an_uninitialised_database(club: Club, fresh_db_url) -> None:
+    r = club.runner.invoke(app, ["--config", str(club.config_path), "--db", fresh_db_url, "db", "check"])
+    assert r.exit_code == 1
+    assert "not initialised" in r.stderr and "db upgrade" in r.stderr
+
+
+def test_db_upgrade_on_empty_then_current(club: Club, fresh_db_url) -> None:
+    args = ["--config", str(club.config_path), "--db", fresh_db_url, "db", "upgrade"]
+    r = club.runner.invoke(app, args)
+    assert r.exit_code == 0 and "upgraded schema (empty) -> 0001" in r.stderr
+    r = club.runner.invoke(app, args)
+    assert r.exit_code == 0 and "nothing to do" in r.stderr
+
+
+def test_older_revision_asks_for_upgrade(club: Club) -> None:
+    with club.engine.begin() as conn:
+        from sqlalchemy import text
+
+        conn.execute(text("UPDATE alembic_version SET version_num = '0000'"))
+    r = club.run("db", "stats")
+    assert r.exit_code == 1
+    assert "revision 0000" in r.stderr and "loyaltyctl db upgrade" in r.stderr
+
+
+def test_config_validate_ok_and_show(sample_club: Club) -> None:
+    r = sample_club.ok("config", "validate")
+    assert "OK (Demo Club, IRR, 4 tiers, 3 rewards, 2 events, 0 campaigns)" in r.stderr
+    r = sample_club.ok("config", "show", "--json")
+    data = json.loads(r.stdout)
+    assert data["tiers"]["levels"][1]["multiplier"] == 1.25
+    assert data["earning"]["category_multipliers"]["electronics"] == 0.5
+    r = sample_club.ok("config", "show")
+    assert '[program]\nname = "Demo Club"' in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("[program]\nnmae = 'x'\n", "loyalty.toml: program.nmae: unknown key"),
+        ("[earning]\nspend = '100'\n", "loyalty.toml: earning.spend: Input should be a valid integer"),
+        ("[earning]\nspend = 0\n", "earning.spend: Input should be greater than 0"),
+        ("[program]\ntimezone = 'Mars/Base'\n", "program.timezone: unknown timezone 'Mars/Base'"),
+        ("[[tiers.levels]]\ncode='a'\nname='A'\nthreshold=10\n[[tiers.levels]]\ncode='b'\nname='B'\nthreshold=5\n",
+         "tiers.levels[1].threshold: 5 must be greater than the threshold of 'a' (10)"),
+        ("[[tiers.levels]]\ncode='a'\nname='A'\nthreshold=0\n[[tiers.levels]]\ncode='a'\nname='B'\nthreshold=5\n",
+         "tiers.levels[1].code: duplicate tier code 'a'"),
+        ("[[rewards]]\ncode='r'\nname='R'\ncost=5\ntiers=['gold']\n", "rewards[0].tiers: unknown tier 'gold'"),
+        ("[earning.category_multipliers]\nfood = -1\n", "earning.category_multipliers.food"),
+        ("[program\n", "not valid TOML"),
+        ("bogus = 1\n", "loyalty.toml: bogus: unknown key"),
+    ],
+)
+def test_config_errors_name_file_and_key(club: Club, toml: str, expected: str) -> None:
+    before = club.dump()
+    club.write_config(toml)
+    r = club.run("config", "validate")
+    assert r.exit_code == 4, r.output
+    assert expected in r.stderr
+    assert "Traceback" not in r.output
+    assert club.dump() == before
+
+
+def test_missing_config_is_explained(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, ["config", "validate"], env={"LOYALTYCTL_CONFIG": ""})
+    assert r.exit_code == 4
+    assert "no program file found" in r.stderr and "loyaltyctl init" in r.stderr
+
+
+def test_db_check_passes_on_empty_and_reports_violation(club: Club) -> None:
+    r = club.ok("db", "check")
+    assert "invariants hold" in r.stderr
+    with club.engine.begin() as conn:
+        from sqlalchemy import text
+
+        conn.execute(text("INSERT INTO members (code, name, joined_at, status, tags, balance, pending,"
+                          " created_at, updated_at) VALUES ('M1', 'X', '2026-01-01', 'active', '', 5, 0,"
+                          " '2026-01-01', '2026-01-01')"))
+    r = club.run("db", "check")
+    assert r.exit_code == 1
+    assert "balance: cached balance equals the sum of the available ledger: M1, 5, 0" in r.stdout
+
+
+def test_audit_list_shows_init_like_rows(club: Club) -> None:
+    club.ok("--actor", "sara", "db", "upgrade")  # at head: no row
+    r = club.ok("audit", "list", "--format", "json")
+    assert json.loads(r.stdout) == []
+
+
+def test_mask_url_hides_password() -> None:
+    assert mask_url("postgresql+psycopg://bob:s3cret@db:5432/x") == "postgresql+psycopg://bob:***@db:5432/x"
+
+
+def test_unexpected_errors_have_no_traceback_unless_debug(club: Club) -> None:
+    r = club.run("--as-of", "not-a-date", "db", "stats")
+    assert r.exit_code in (0, 4)
+
+
+def test_every_command_has_help_with_example() -> None:
+    from typer.main import get_command
+
+    root = get_command(app)
+    missing = []
+
+    def walk(cmd, path: str) -> None:  # noqa: ANN001
+        if hasattr(cmd, "commands"):
+            for name, sub in cmd.commands.items():
+                walk(sub, f"{path} {name}")
+        elif not cmd.help or "Example:" not in cmd.help:
+            missing.append(path)
+
+    walk(root, "loyaltyctl")
+    assert not missing, f"commands without help and an example line: {missing}"
