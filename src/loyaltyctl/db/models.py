@@ -121,10 +121,13 @@ class LedgerEntry(SQLModel, table=True):
     """A pending lot becomes available at this instant; None once available."""
     purchase_id: int | None = Field(default=None, foreign_key="purchases.id")
     campaign: str | None = Field(default=None, sa_column=Column(String(64)))
-    reward_code: str | None = Field(default=None, sa_column=Column(String(64)))
+    item_code: str | None = Field(default=None, sa_column=Column(String(64)))
+    """The reward redeemed, or the event rewarded (survey, review, ...)."""
     ref: str | None = Field(default=None, sa_column=Column(String(100)))
     idem_key: str | None = Field(default=None, sa_column=Column(String(160), unique=True))
-    reverses_id: int | None = Field(default=None, foreign_key="ledger_entries.id")
+    source_id: int | None = Field(default=None, foreign_key="ledger_entries.id")
+    """The entry this one acts on: the lot an expiry closes, the redemption a reversal
+    undoes, the earn entry a clawback claws back."""
     actor: str = Field(default="system", sa_column=Column(String(64), nullable=False))
     note: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
