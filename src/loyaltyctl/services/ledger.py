@@ -1,0 +1,274 @@
+"""The points ledger core: lots, debits with allocations, expiry, cached balances.
+
+Every function here takes the session of the caller's one transaction and never commits.
+Invariants kept (and proved by `db check`, services/integrity.py):
+- members.balance = sum of available (non-pending) ledger points; members.pending = the rest;
+- a lot's remaining = its points - sum of its allocations;
+- debits consume the earliest-expiring open lots first (never-expiring last, then oldest);
+- only a clawback may leave a shortfall (debt), paid off by the member's next credits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlalchemy import bindparam, func, insert, select, text, update
+from sqlmodel import Session
+
+from loyaltyctl.db.models import Allocation, LedgerEntry, Member
+from loyaltyctl.errors import Refused
+
+
+def lock_member(session: Session, member_id: int) -> Member:
+    """Load a member for a balance change, locking its row on PostgreSQL.
+
+    On SQLite the writer already holds the database write lock (BEGIN IMMEDIATE).
+    """
+    q = select(Member).where(Member.id == member_id).execution_options(populate_existing=True)
+    if session.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update()
+    return session.execute(q).scalar_one()
+
+
+def entry_by_key(session: Session, idem_key: str) -> LedgerEntry | None:
+    return session.execute(
+        select(LedgerEntry).where(LedgerEntry.idem_key == idem_key)
+    ).scalar_one_or_none()
+
+
+def _add_balance(session: Session, member_id: int, *, balance: int = 0, pending: int = 0) -> None:
+    session.execute(
+        update(Member)
+        .where(Member.id == member_id)
+        .values(balance=Member.balance + balance, pending=Member.pending + pending)
+    )
+
+
+def open_lots(session: Session, member_id: int, *, today: date) -> list[tuple[int, int]]:
+    """(lot id, remaining) of the member's usable lots, earliest-expiring first."""
+    rows = session.execute(
+        select(LedgerEntry.id, LedgerEntry.remaining)
+        .where(
+            LedgerEntry.member_id == member_id,
+            LedgerEntry.remaining > 0,
+            LedgerEntry.pending_until.is_(None),
+            (LedgerEntry.expires_on.is_(None)) | (LedgerEntry.expires_on > today),
+        )
+        .order_by(LedgerEntry.expires_on.is_(None), LedgerEntry.expires_on, LedgerEntry.id)
+    ).all()
+    return [(r[0], r[1]) for r in rows]
+
+
+def _allocate(
+    session: Session, member_id: int, debit_id: int, lots: list[tuple[int, int]], points: int
+) -> int:
+    """Consume up to `points` from `lots` in order; returns how many were allocated."""
+    allocs: list[dict] = []
+    left = points
+    for lot_id, remaining in lots:
+        if left <= 0:
+            break
+        take = min(left, remaining)
+        if take <= 0:
+            continue
+        allocs.append({"member_id": member_id, "debit_id": debit_id, "lot_id": lot_id, "points": take})
+        left -= take
+    if allocs:
+        session.execute(insert(Allocation), allocs)
+        session.execute(
+            update(LedgerEntry.__table__)
+            .where(LedgerEntry.__table__.c.id == bindparam("b_lot"))
+            .values(remaining=LedgerEntry.__table__.c.remaining - bindparam("b_take")),
+            [{"b_lot": a["lot_id"], "b_take": a["points"]} for a in allocs],
+        )
+    return points - left
+
+
+def credit(
+    *,
+    session: Session,
+    member_id: int,
+    kind: str,
+    points: int,
+    effective_at: datetime,
+    expires_on: date | None,
+    actor: str,
+    idem_key: str | None = None,
+    ref: str | None = None,
+    purchase_id: int | None = None,
+    campaign: str | None = None,
+    item_code: str | None = None,
+    note: str | None = None,
+    pending_until: datetime | None = None,
+    source_id: int | None = None,
+    today: date | None = None,
+) -> LedgerEntry:
+    """Write a lot of `points` (> 0); a pending lot counts toward the pending balance."""
+    if points <= 0:
+        raise ValueError("a credit needs positive points")
+    entry = LedgerEntry(
+        member_id=member_id, kind=kind, points=points, effective_at=effective_at,
+        expires_on=expires_on, remaining=points, pending_until=pending_until,
+        purchase_id=purchase_id, campaign=campaign, item_code=item_code, ref=ref,
+        idem_key=idem_key, source_id=source_id, actor=actor, note=note,
+    )
+    session.add(entry)
+    session.flush()
+    if pending_until is not None:
+        _add_balance(session, member_id, pending=points)
+    else:
+        _add_balance(session, member_id, balance=points)
+        settle_debt(session=session, member_id=member_id, today=today or effective_at.date())
+    return entry
+
+
+def unpaid_clawbacks(session: Session, member_id: int) -> list[tuple[int, int]]:
+    """(clawback id, unpaid points) for the member's clawbacks with a shortfall, oldest first."""
+    used = (
+        select(Allocation.debit_id, func.sum(Allocation.points).label("used"))
+        .group_by(Allocation.debit_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(LedgerEntry.id, -LedgerEntry.points - func.coalesce(used.c.used, 0))
+        .outerjoin(used, used.c.debit_id == LedgerEntry.id)
+        .where(
+            LedgerEntry.member_id == member_id,
+            LedgerEntry.kind == "clawback",
+            LedgerEntry.pending_until.is_(None),
+            -LedgerEntry.points > func.coalesce(used.c.used, 0),
+        )
+        .order_by(LedgerEntry.id)
+    ).all()
+    return [(r[0], int(r[1])) for r in rows]
+
+
+def settle_debt(*, session: Session, member_id: int, today: date) -> int:
+    """Pay a member's clawback debt from its open lots; returns points settled.
+
+    The balance already counts the debt (it went below zero), so settling moves no balance:
+    it only makes lots and allocations agree with it.
+    """
+    debts = unpaid_clawbacks(session, member_id)
+    if not debts:
+        return 0
+    settled = 0
+    for debit_id, unpaid in debts:
+        lots = open_lots(session, member_id, today=today)
+        if not lots:
+            break
+        settled += _allocate(session, member_id, debit_id, lots, unpaid)
+    return settled
+
+
+def debit(
+    *,
+    session: Session,
+    member: Member,
+    kind: str,
+    points: int,
+    effective_at: datetime,
+    today: date,
+    actor: str,
+    idem_key: str | None = None,
+    ref: str | None = None,
+    item_code: str | None = None,
+    note: str | None = None,
+    purchase_id: int | None = None,
+    source_id: int | None = None,
+    allow_debt: bool = False,
+    first_lot_id: int | None = None,
+) -> LedgerEntry:
+    """Take `points` (> 0) from the member's lots, earliest-expiring first.
+
+    Due lots are expired first, so a debit never spends points that are past their date.
+    Only a clawback (`allow_debt`) may take more than the balance: the rest is debt.
+    `first_lot_id` is consumed before the others (a refund takes from its own lot first).
+    """
+    if points <= 0:
+        raise ValueError("a debit needs positive points")
+    expire_due(session=session, as_of=today, now=effective_at, actor=actor, member_ids=[member.id])
+    session.refresh(member)
+    if not allow_debt:
+        if member.balance <= 0 or member.balance < points:
+            raise Refused(
+                f"member {member.code} has {member.balance:,} points available, "
+                f"{points:,} are needed"
+            )
+    entry = LedgerEntry(
+        member_id=member.id, kind=kind, points=-points, effective_at=effective_at,
+        ref=ref, idem_key=idem_key, item_code=item_code, note=note, actor=actor,
+        purchase_id=purchase_id, source_id=source_id,
+    )
+    session.add(entry)
+    session.flush()
+    lots = open_lots(session, member.id, today=today)
+    if first_lot_id is not None:
+        lots.sort(key=lambda lot: lot[0] != first_lot_id)
+    _allocate(session, member.id, entry.id, lots, points)
+    _add_balance(session, member.id, balance=-points)
+    return entry
+
+
+@dataclass(frozen=True)
+class ExpiryResult:
+    lots: int
+    points: int
+    members: int
+
+
+def expire_due(
+    *,
+    session: Session,
+    as_of: date,
+    now: datetime,
+    actor: str,
+    member_ids: list[int] | None = None,
+) -> ExpiryResult:
+    """Close every open lot with expires_on <= as_of: one expiry entry per lot, set-based.
+
+    Idempotent: a closed lot has remaining 0 and is not picked again.
+    """
+    import uuid
+
+    conn = session.connection()
+    member_filter = ""
+    # A token unique to this run marks its entries, so the statements below never pick up
+    # expiry entries another transaction committed meanwhile.
+    token = f"expire:{as_of.isoformat()}:{uuid.uuid4().hex[:12]}"
+    params: dict = {"as_of": as_of, "now": now, "actor": actor[:64], "token": token}
+    if member_ids is not None:
+        if not member_ids:
+            return ExpiryResult(0, 0, 0)
+        member_filter = " AND member_id IN :mids"
+        params["mids"] = list(member_ids)
+    first_id = conn.execute(text("SELECT COALESCE(MAX(id), 0) FROM ledger_entries")).scalar()
+    stmt = text(
+        "INSERT INTO ledger_entries (member_id, kind, points, effective_at, source_id, ref, actor,"
+        " created_at) SELECT member_id, 'expire', -remaining, :now, id, :token, :actor, :now"
+        " FROM ledger_entries WHERE remaining > 0 AND pending_until IS NULL"
+        " AND expires_on IS NOT NULL AND expires_on <= :as_of" + member_filter
+        # PostgreSQL: lock the lots, so a concurrent debit that expires or spends the same
+        # lot makes this statement re-check `remaining` instead of expiring it twice.
+        + (" FOR UPDATE" if conn.dialect.name == "postgresql" else "")
+    )
+    if member_ids is not None:
+        stmt = stmt.bindparams(bindparam("mids", expanding=True))
+    n = conn.execute(stmt, params).rowcount
+    if not n:
+        return ExpiryResult(0, 0, 0)
+    new = {"first_id": first_id, "token": token}
+    mine = " FROM ledger_entries WHERE id > :first_id AND ref = :token AND kind = 'expire'"
+    conn.execute(text(
+        "INSERT INTO allocations (member_id, debit_id, lot_id, points)"
+        " SELECT member_id, id, source_id, -points" + mine), new)
+    conn.execute(text(
+        "UPDATE ledger_entries SET remaining = 0 WHERE id IN (SELECT source_id" + mine + ")"), new)
+    totals = conn.execute(text("SELECT member_id, SUM(points)" + mine + " GROUP BY member_id"),
+                          new).all()
+    conn.execute(
+        text("UPDATE members SET balance = balance + :d WHERE id = :m"),
+        [{"d": int(t[1]), "m": t[0]} for t in totals],
+    )
+    return ExpiryResult(lots=n, points=-sum(int(t[1]) for t in totals), members=len(totals))
