@@ -161,3 +161,17 @@ def test_every_command_has_help_with_example() -> None:
 
     walk(root, "loyaltyctl")
     assert not missing, f"commands without help and an example line: {missing}"
+
+
+def test_migrations_match_the_models(club: Club) -> None:
+    """The Alembic head creates exactly the schema models.py describes (no drift)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    import loyaltyctl.db.models  # noqa: F401
+
+    with club.engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = compare_metadata(ctx, SQLModel.metadata)
+    assert diff == []
