@@ -133,3 +133,101 @@ def run_checks(*, session: Session, limit_per_check: int = 50) -> tuple[list[Vio
 
 # Later features (refunds, reversals, pending points) append their own invariants here.
 EXTRA_CHECKS: list[tuple[str, str, str]] = []
+
+# Refunds, pending points and reversals (services/returns.py, services/ledger.activate_pending).
+EXTRA_CHECKS += [
+    (
+        "pending_not_redeemable",
+        "no point of a pending lot was taken by anything but a pending cancellation",
+        """
+        SELECT l.id, d.id, d.kind, a.points
+        FROM allocations a
+        JOIN ledger_entries l ON l.id = a.lot_id
+        JOIN ledger_entries d ON d.id = a.debit_id
+        WHERE l.pending_until IS NOT NULL AND d.kind <> 'cancel'
+        """,
+    ),
+    (
+        "cancel_with_its_lot",
+        "a pending cancellation is pending exactly as long as the lot it cancels",
+        """
+        SELECT d.id, d.pending_until, l.id, l.pending_until
+        FROM ledger_entries d
+        JOIN allocations a ON a.debit_id = d.id
+        JOIN ledger_entries l ON l.id = a.lot_id
+        WHERE d.kind = 'cancel' AND (
+              (d.pending_until IS NULL AND l.pending_until IS NOT NULL)
+              OR (d.pending_until IS NOT NULL AND l.pending_until IS NULL)
+              OR d.pending_until <> l.pending_until)
+        """,
+    ),
+    (
+        "reversal_mirrors_redemption",
+        "each reversal undoes one redemption, once, with allocations equal to minus the "
+        "redemption's on the same lots",
+        """
+        SELECT r.id, ra.lot_id, ra.pts, sa.pts
+        FROM ledger_entries r
+        JOIN (SELECT debit_id, lot_id, SUM(points) AS pts FROM allocations
+              GROUP BY debit_id, lot_id) ra ON ra.debit_id = r.id
+        LEFT JOIN (SELECT debit_id, lot_id, SUM(points) AS pts FROM allocations
+                   GROUP BY debit_id, lot_id) sa
+               ON sa.debit_id = r.source_id AND sa.lot_id = ra.lot_id
+        WHERE r.kind = 'reversal' AND (sa.pts IS NULL OR ra.pts <> -sa.pts)
+        UNION ALL
+        SELECT r.id, sa.lot_id, ra.pts, sa.pts
+        FROM ledger_entries r
+        JOIN (SELECT debit_id, lot_id, SUM(points) AS pts FROM allocations
+              GROUP BY debit_id, lot_id) sa ON sa.debit_id = r.source_id
+        LEFT JOIN (SELECT debit_id, lot_id, SUM(points) AS pts FROM allocations
+                   GROUP BY debit_id, lot_id) ra
+               ON ra.debit_id = r.id AND ra.lot_id = sa.lot_id
+        WHERE r.kind = 'reversal' AND ra.pts IS NULL
+        UNION ALL
+        SELECT r.id, s.id, r.points, s.points
+        FROM ledger_entries r
+        LEFT JOIN ledger_entries s ON s.id = r.source_id
+        WHERE r.kind = 'reversal' AND (s.id IS NULL OR s.kind <> 'redeem'
+              OR r.points <> -s.points OR r.member_id <> s.member_id
+              OR r.remaining IS NOT NULL)
+        UNION ALL
+        SELECT MIN(r.id), r.source_id, COUNT(*), NULL
+        FROM ledger_entries r
+        WHERE r.kind = 'reversal'
+        GROUP BY r.source_id HAVING COUNT(*) > 1
+        """,
+    ),
+    (
+        "clawback_bounds",
+        "what refunds took back from a purchase never exceeds its points plus the referral "
+        "points it triggered",
+        """
+        SELECT p.ref, p.points, COALESCE(r.pts, 0), c.total
+        FROM purchases p
+        JOIN (SELECT purchase_id, SUM(-points) AS total FROM ledger_entries
+              WHERE kind IN ('clawback', 'cancel') AND purchase_id IS NOT NULL
+              GROUP BY purchase_id) c ON c.purchase_id = p.id
+        LEFT JOIN (SELECT purchase_id, SUM(points) AS pts FROM ledger_entries
+                   WHERE kind = 'referral' AND purchase_id IS NOT NULL
+                   GROUP BY purchase_id) r ON r.purchase_id = p.id
+        WHERE c.total > p.points + COALESCE(r.pts, 0)
+        """,
+    ),
+    (
+        "clawback_proportional",
+        "a purchase's own clawback never exceeds floor(points x refunded / amount)",
+        """
+        SELECT p.ref, p.points, p.refunded_amount, p.amount, c.total
+        FROM purchases p
+        JOIN (SELECT e.purchase_id, SUM(-e.points) AS total
+              FROM ledger_entries e
+              LEFT JOIN ledger_entries s ON s.id = e.source_id
+              WHERE e.kind IN ('clawback', 'cancel') AND e.purchase_id IS NOT NULL
+                    AND (s.id IS NULL OR s.kind <> 'referral')
+              GROUP BY e.purchase_id) c ON c.purchase_id = p.id
+        WHERE p.amount <= 0 AND c.total > 0
+           OR p.amount > 0
+              AND c.total > CAST(p.points AS NUMERIC) * p.refunded_amount / p.amount
+        """,
+    ),
+]

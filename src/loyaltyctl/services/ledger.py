@@ -10,14 +10,19 @@ Invariants kept (and proved by `db check`, services/integrity.py):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlmodel import Session
 
 from loyaltyctl.db.models import Allocation, LedgerEntry, Member
 from loyaltyctl.errors import Refused
+
+if TYPE_CHECKING:
+    from loyaltyctl.config import Config
 
 
 def lock_member(session: Session, member_id: int) -> Member:
@@ -272,3 +277,116 @@ def expire_due(
         [{"d": int(t[1]), "m": t[0]} for t in totals],
     )
     return ExpiryResult(lots=n, points=-sum(int(t[1]) for t in totals), members=len(totals))
+
+
+@dataclass(frozen=True)
+class ActivationResult:
+    lots: int
+    points: int
+    """Net points that moved from pending to available (lots minus their cancellations)."""
+    members: int
+
+
+def activate_pending(
+    *,
+    session: Session,
+    now: datetime,
+    member_ids: list[int] | None = None,
+    config: Config | None = None,
+) -> ActivationResult:
+    """Make available every pending lot whose holding period is over (pending_until <= now).
+
+    Set-based: one read of the due entries, then one executemany per kind of update.
+    - The lot's expiry clock starts on the day it becomes available: with `config`, its
+      expires_on is recomputed by the expiry rules from the local date of pending_until
+      (without it, the expires_on the writer stored is kept).
+    - A pending `cancel` (a refund inside the holding period) carries its lot's
+      pending_until, so it becomes available with it and the two always net out.
+    - The net points move from members.pending to members.balance, and a member with a
+      clawback debt pays it from the newly available points at once.
+    Idempotent: an activated entry has pending_until NULL and is not picked again.
+    """
+    if member_ids is not None and not member_ids:
+        return ActivationResult(0, 0, 0)
+    q = select(
+        LedgerEntry.id, LedgerEntry.member_id, LedgerEntry.points, LedgerEntry.remaining,
+        LedgerEntry.pending_until,
+    ).where(LedgerEntry.pending_until.is_not(None), LedgerEntry.pending_until <= now)
+    if member_ids is not None:
+        q = q.where(LedgerEntry.member_id.in_(list(member_ids)))
+    if session.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update()
+    rows = session.execute(q.order_by(LedgerEntry.id)).all()
+    if not rows:
+        return ActivationResult(0, 0, 0)
+    tz = config.program.timezone if config is not None else "UTC"
+    table = LedgerEntry.__table__
+    lots = [r for r in rows if r.remaining is not None]
+    others = [r for r in rows if r.remaining is None]
+    if lots and config is not None:
+        from loyaltyctl.rules.expiry import expiry_date
+        from loyaltyctl.timeutil import local_date
+
+        expires: dict[date, date | None] = {}
+        params = []
+        for r in lots:
+            day = local_date(r.pending_until, tz)
+            if day not in expires:
+                expires[day] = expiry_date(day, config.expiry)
+            params.append({"b_id": r.id, "b_exp": expires[day]})
+        session.execute(
+            update(table).where(table.c.id == bindparam("b_id"))
+            .values(pending_until=None, expires_on=bindparam("b_exp")),
+            params,
+        )
+    elif lots:
+        session.execute(
+            update(table).where(table.c.id == bindparam("b_id")).values(pending_until=None),
+            [{"b_id": r.id} for r in lots],
+        )
+    if others:
+        session.execute(
+            update(table).where(table.c.id == bindparam("b_id")).values(pending_until=None),
+            [{"b_id": r.id} for r in others],
+        )
+    totals: dict[int, int] = {}
+    for r in rows:
+        totals[r.member_id] = totals.get(r.member_id, 0) + int(r.points)
+    mtable = Member.__table__
+    session.execute(
+        update(mtable).where(mtable.c.id == bindparam("b_mid")).values(
+            balance=mtable.c.balance + bindparam("b_d"), pending=mtable.c.pending - bindparam("b_d")),
+        [{"b_mid": m, "b_d": d} for m, d in totals.items()],
+    )
+    if config is not None:
+        from loyaltyctl.timeutil import local_date
+
+        today = local_date(now, tz)
+    else:
+        today = now.date()
+    for member_id in debtors(session, totals.keys()):
+        settle_debt(session=session, member_id=member_id, today=today)
+    return ActivationResult(lots=len(lots), points=sum(totals.values()), members=len(totals))
+
+
+def debtors(session: Session, member_ids: Iterable[int]) -> list[int]:
+    """Which of `member_ids` owe clawback points (one query over the clawbacks, which are few)."""
+    wanted = set(member_ids)
+    if not wanted:
+        return []
+    used = (
+        select(Allocation.debit_id, func.sum(Allocation.points).label("used"))
+        .group_by(Allocation.debit_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(LedgerEntry.member_id)
+        .outerjoin(used, used.c.debit_id == LedgerEntry.id)
+        .where(
+            LedgerEntry.kind == "clawback",
+            LedgerEntry.pending_until.is_(None),
+            -LedgerEntry.points > func.coalesce(used.c.used, 0),
+        )
+        .distinct()
+    ).all()
+    return sorted(r[0] for r in rows if r[0] in wanted)
