@@ -330,9 +330,15 @@ def load_config(path: Path) -> LoadedConfig:
         unknown = set(extra) - {"campaigns"}
         if unknown:
             raise ConfigError(campaigns_path, sorted(unknown)[0], "unknown key")
-        own = list(data.get("campaigns", []))
+        own = data.get("campaigns", [])
+        if not isinstance(own, list):  # merged below, so check its shape here
+            raise ConfigError(path, "campaigns", "must be an array of tables ([[campaigns]])")
         try:
-            parse_config({"campaigns": extra.get("campaigns", [])}, campaigns_path)
+            # The program file first (its errors name it), then the campaigns with the
+            # program's tiers, so a campaign's `tiers` is checked against them.
+            parse_config(data, path)
+            parse_config({"tiers": data.get("tiers", {}), "campaigns": extra.get("campaigns", [])},
+                         campaigns_path)
         except ConfigError:
             raise
         except Exception:  # pragma: no cover - parse_config raises ConfigError

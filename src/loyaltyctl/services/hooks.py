@@ -1,9 +1,11 @@
 """Extension points between modules, called once per batch (never once per row).
 
 - after_enrolment: members were inserted (members add / members import / purchases import
-  --create-members): signup bonuses, referral bonuses with trigger = "signup".
+  --create-members): the starting tier (a threshold-0 tier), signup bonuses, referral
+  bonuses with trigger = "signup" (none for a self-referral or a referral cycle).
 - after_purchases: purchases were recorded (purchases record / purchases import): tier
-  upgrades, referral bonuses with trigger = "first_purchase".
+  upgrades (never downgrades: those wait for `tiers recalc`), referral bonuses with
+  trigger = "first_purchase" for referees whose first purchase is in the batch.
 
 Callers pass ids; each hook queries what it needs set-based.
 """
@@ -23,7 +25,12 @@ def after_enrolment(
 ) -> None:
     if not member_ids:
         return
-    # Filled in by the bonuses module (signup and referral-on-signup bonuses).
+    from loyaltyctl.services import bonuses, tiers
+
+    tiers.assign_initial(session=session, config=config, member_ids=member_ids, now=now, actor=actor)
+    bonuses.grant_signup(session=session, config=config, member_ids=member_ids, now=now, actor=actor)
+    bonuses.grant_referrals_on_signup(session=session, config=config, member_ids=member_ids,
+                                      now=now, actor=actor)
 
 
 def after_purchases(
@@ -31,4 +38,9 @@ def after_purchases(
 ) -> None:
     if not purchase_ids:
         return
-    # Filled in by the tiers module (upgrades) and the bonuses module (first-purchase referrals).
+    from loyaltyctl.services import bonuses, tiers
+
+    tiers.upgrade_members_of_purchases(session=session, config=config, purchase_ids=purchase_ids,
+                                       now=now, actor=actor)
+    bonuses.grant_referrals_on_purchases(session=session, config=config,
+                                         purchase_ids=purchase_ids, now=now, actor=actor)
