@@ -1,0 +1,311 @@
+"""Streaming readers and writers for import files: CSV and JSON Lines, with row numbers.
+
+Shared by every bulk import. A reader never holds the file in memory: it yields one row at
+a time (or lists of `batch_size` rows), each with its row number as a person sees it in a
+spreadsheet or editor (CSV: the header is row 1, so the first data row is row 2; JSON
+Lines: the line number). Header problems (unknown, missing or repeated columns) stop the
+import before anything happens, naming the columns; problems in one row (too many
+fields, bad JSON) are reported for that row only, so the caller can reject it and go on.
+
+Handled for the caller: a UTF-8 byte-order mark (Excel writes one), CRLF line ends, blank
+lines, header names in any case with stray spaces, JSON numbers where text is expected.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from loyaltyctl.errors import InvalidInput
+
+FORMATS = ("csv", "jsonl")
+
+Values = tuple[str | None, ...]
+"""A row's values in the reader's column order; None where the column is absent."""
+
+Row = tuple[int, Values | None, str | None]
+"""(row number, values, error): values is None when the row could not be read at all."""
+
+# csv refuses fields over 128 KiB by default; a legitimate import field is far shorter,
+# but a missing closing quote swallows the rest of the file into one field, and the
+# message for that should name the row rather than the csv module's limit.
+_FIELD_LIMIT = 1 << 20
+
+
+def detect_format(path: Path | str, explicit: str | None = None) -> str:
+    """`csv` or `jsonl`: the explicit choice, else by extension (.jsonl/.ndjson), else csv."""
+    if explicit:
+        fmt = explicit.lower()
+        if fmt not in FORMATS:
+            raise InvalidInput(f"unknown input format {explicit!r}; use csv or jsonl")
+        return fmt
+    suffix = Path(str(path)).suffix.lower()
+    return "jsonl" if suffix in (".jsonl", ".ndjson") else "csv"
+
+
+def _norm_header(name: str) -> str:
+    return name.strip().lower().replace(" ", "_").replace("-", "_")
+
+
+class TableReader:
+    """Rows of a CSV or JSON Lines file, as tuples in a fixed column order.
+
+    `required` columns must be in the header (CSV) and every row must have a value key for
+    them (JSON Lines: a missing key is a row error); `optional` columns may be absent;
+    `ignored` columns are accepted and dropped (for example `row` and `reason` in a rejects
+    file that was fixed and is imported again). Anything else is an unknown column.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        required: Sequence[str],
+        optional: Sequence[str] = (),
+        ignored: Sequence[str] = (),
+        fmt: str | None = None,
+    ) -> None:
+        self.path = Path(str(path))
+        self.name = "standard input" if str(path) == "-" else str(path)
+        self.required = tuple(required)
+        self.optional = tuple(optional)
+        self.ignored = frozenset(ignored)
+        self.columns: tuple[str, ...] = self.required + self.optional
+        self.format = detect_format(path, fmt)
+        self.present: tuple[str, ...] = ()
+        """The known columns the file has (CSV header order); all columns for JSON Lines."""
+        self._binary: IO[bytes] | None = None
+        self._text: IO[str] | None = None
+        self._positions: list[int | None] = []
+        self._started = False
+        self.total_bytes: int | None = None
+
+    # -- opening ---------------------------------------------------------------------------
+
+    def __enter__(self) -> TableReader:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        if str(self.path) == "-":
+            self._binary = sys.stdin.buffer
+        else:
+            try:
+                self._binary = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+            except FileNotFoundError:
+                raise InvalidInput(f"{self.name}: file not found") from None
+            except IsADirectoryError:
+                raise InvalidInput(f"{self.name}: is a directory, not a file") from None
+            except OSError as exc:
+                raise InvalidInput(f"{self.name}: cannot read: {exc.strerror}") from None
+            try:
+                self.total_bytes = self.path.stat().st_size
+            except OSError:
+                self.total_bytes = None
+        # utf-8-sig drops a byte-order mark; newline="" lets csv see CRLF inside quotes.
+        self._text = io.TextIOWrapper(self._binary, encoding="utf-8-sig", newline="")
+        if self.format == "csv":
+            self._open_csv()
+        else:
+            self.present = self.columns
+
+    def close(self) -> None:
+        if self._text is not None and self._binary is not sys.stdin.buffer:
+            self._text.close()
+        self._text = None
+        self._binary = None
+
+    @property
+    def bytes_read(self) -> int:
+        """How far into the file the reader is (for a progress bar; read-ahead granular)."""
+        try:
+            return self._binary.tell() if self._binary is not None else 0
+        except (OSError, ValueError):
+            return 0
+
+    def _open_csv(self) -> None:
+        assert self._text is not None
+        csv.field_size_limit(_FIELD_LIMIT)
+        self._csv = csv.reader(self._text, strict=True)
+        try:
+            header = next(self._csv)
+        except StopIteration:
+            raise InvalidInput(f"{self.name}: the file is empty (expected a header row: "
+                               f"{', '.join(self.required)})") from None
+        except UnicodeDecodeError:
+            raise InvalidInput(f"{self.name}: not UTF-8 text (save it as CSV UTF-8)") from None
+        except csv.Error as exc:
+            raise InvalidInput(f"{self.name}: row 1: {exc}") from None
+        names = [_norm_header(h) for h in header]
+        while names and names[-1] == "":  # trailing separators some exporters add
+            names.pop()
+        self._check_header(names)
+        known = set(self.columns)
+        self._width = len(header)
+        self._positions = [names.index(c) if c in names else None for c in self.columns]
+        self.present = tuple(n for n in names if n in known)
+
+    def _check_header(self, names: list[str]) -> None:
+        expected = ", ".join(self.required) + (
+            f" (optional: {', '.join(self.optional)})" if self.optional else "")
+        repeated = sorted({n for n in names if n and names.count(n) > 1})
+        if "" in names:
+            raise InvalidInput(f"{self.name}: row 1: column {names.index('') + 1} has no name",
+                               hint=f"the header must name every column: {expected}")
+        if repeated:
+            raise InvalidInput(f"{self.name}: row 1: repeated column(s) {', '.join(repeated)}",
+                               hint=f"expected columns: {expected}")
+        unknown = [n for n in names if n not in self.columns and n not in self.ignored]
+        missing = [c for c in self.required if c not in names]
+        problems = []
+        if missing:
+            problems.append(f"missing column(s) {', '.join(missing)}")
+        if unknown:
+            problems.append(f"unknown column(s) {', '.join(unknown)}")
+        if problems:
+            raise InvalidInput(f"{self.name}: row 1: {'; '.join(problems)}",
+                               hint=f"expected columns: {expected}")
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Row]:
+        if self._text is None:
+            raise RuntimeError("TableReader used before open()")
+        if self._started:
+            raise RuntimeError("a TableReader can be read once")
+        self._started = True
+        try:
+            if self.format == "csv":
+                yield from self._iter_csv()
+            else:
+                yield from self._iter_jsonl()
+        except UnicodeDecodeError:
+            raise InvalidInput(f"{self.name}: not UTF-8 text (save it as CSV UTF-8)") from None
+
+    def _iter_csv(self) -> Iterator[Row]:
+        positions = self._positions
+        width = self._width
+        reader = self._csv
+        n = 1
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                # An unclosed quote: the reader cannot resync, so this ends the file.
+                raise InvalidInput(f"{self.name}: row {n + 1}: {exc}",
+                                   hint="check the quoting of this row") from None
+            n += 1
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue  # blank line
+            if len(fields) != width:
+                if len(fields) > width and not any(f.strip() for f in fields[width:]):
+                    pass  # trailing empty fields
+                else:
+                    yield n, None, f"has {len(fields)} fields, the header has {width}"
+                    continue
+            yield n, tuple(None if p is None else fields[p] for p in positions), None
+
+    def _iter_jsonl(self) -> Iterator[Row]:
+        assert self._text is not None
+        columns = self.columns
+        allowed = set(columns) | self.ignored
+        required = self.required
+        for n, line in enumerate(self._text, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield n, None, f"not valid JSON ({exc.msg} at column {exc.colno})"
+                continue
+            if not isinstance(obj, dict):
+                yield n, None, "not a JSON object"
+                continue
+            keys = {_norm_header(k): v for k, v in obj.items()}
+            unknown = [k for k in keys if k not in allowed]
+            if unknown:
+                yield n, None, f"unknown field(s) {', '.join(sorted(unknown))}"
+                continue
+            missing = [c for c in required if c not in keys]
+            if missing:
+                yield n, None, f"missing field(s) {', '.join(missing)}"
+                continue
+            try:
+                values = tuple(_scalar(keys.get(c)) for c in columns)
+            except ValueError as exc:
+                yield n, None, str(exc)
+                continue
+            yield n, values, None
+
+    def batches(self, size: int) -> Iterator[list[Row]]:
+        """The rows in lists of at most `size`."""
+        batch: list[Row] = []
+        for row in self:
+            batch.append(row)
+            if len(batch) >= size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+def _scalar(v: Any) -> str | None:
+    """A JSON value as the text a CSV cell would hold."""
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, bool):
+        raise ValueError("true/false where text or a number was expected")
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        # repr gives the shortest text that reads back as the same float: 1250.5, not 1250.4999…
+        return repr(v)
+    raise ValueError("a list or object where text or a number was expected")
+
+
+class RowWriter:
+    """Writes rows (dicts) to a CSV or JSON Lines file, by the file's extension.
+
+    Used for rejects files: the rows as read, plus `row` and `reason`.
+    """
+
+    def __init__(self, path: Path | str, columns: Sequence[str], *, fmt: str | None = None):
+        self.path = Path(str(path))
+        self.columns = list(columns)
+        self.format = detect_format(self.path, fmt)
+        try:
+            self._fh = open(self.path, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        except OSError as exc:
+            raise InvalidInput(f"{self.path}: cannot write: {exc.strerror}") from None
+        self._csv = None
+        if self.format == "csv":
+            self._csv = csv.writer(self._fh, lineterminator="\n")
+            self._csv.writerow(self.columns)
+        self.count = 0
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self._csv is not None:
+            self._csv.writerow(["" if row.get(c) is None else row.get(c) for c in self.columns])
+        else:
+            self._fh.write(json.dumps({c: row.get(c) for c in self.columns}, ensure_ascii=False))
+            self._fh.write("\n")
+        self.count += 1
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> RowWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

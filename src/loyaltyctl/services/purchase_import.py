@@ -1,0 +1,824 @@
+"""Bulk purchase import: millions of rows, streamed, set-based, one transaction.
+
+Each row means exactly what one `purchases record` means (services/purchases.py): the same
+pure rules (earning, campaigns on the local date, tier multiplier, pending window, expiry),
+the same normalisation of category and channel, the same `purchase:<ref>` earn lot. What
+differs is how the work is done, batch by batch:
+
+1. read `batch_size` rows from the file (never the whole file);
+2. find which refs already exist, in one query: rows whose purchase was imported before are
+   counted as "already imported" without even being parsed, so a re-run is cheap;
+3. parse and check the rest in Python, resolve their members in one or two queries, lock
+   and read the members' tier, status and balance in one query;
+4. compute points with the pure rules, pre-allocate ids (SQLite: MAX(id)+1 under the write
+   lock that BEGIN IMMEDIATE holds; PostgreSQL: a batch of `nextval`), and write purchases
+   and earn lots with executemany (SQLite) or COPY (PostgreSQL);
+5. move balances with one statement; settle clawback debt for the rare members that owe
+   points; run the after-purchase hooks once for the batch.
+
+The whole import runs inside a savepoint of the caller's transaction: all-or-nothing unless
+`on_error="skip"`, and a dry run does all the work and rolls it back, so what it reports is
+exactly what a real run would do.
+
+Refs: the first valid row with a ref wins; a later identical copy is a duplicate (counted,
+skipped); a later copy with different data is rejected. A ref imported by an earlier run is
+"already imported" (skipped).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlmodel import Session
+
+from loyaltyctl.config import Config
+from loyaltyctl.db.models import LedgerEntry, Member, Purchase
+from loyaltyctl.errors import InvalidInput
+from loyaltyctl.normalize import parse_money
+from loyaltyctl.rules.campaigns import matching_campaigns
+from loyaltyctl.rules.earning import norm_category, purchase_points
+from loyaltyctl.services.csvio import Row, TableReader
+from loyaltyctl.timeutil import local_date, parse_instant, utcnow
+
+REQUIRED = ("ref", "member", "amount", "occurred_at")
+OPTIONAL = ("category", "channel", "currency")
+IGNORED = ("row", "reason")
+"""A rejects file (rows plus `row` and `reason`) can be fixed and imported as it is."""
+COLUMNS = REQUIRED + OPTIONAL
+_REF, _MEMBER, _AMOUNT, _AT, _CATEGORY, _CHANNEL, _CURRENCY = range(7)
+
+ENV_BATCH = "LOYALTYCTL_IMPORT_BATCH"
+DEFAULT_BATCH = 20_000
+MAX_LISTED_ERRORS = 20
+_KEY_CACHE_LIMIT = 500_000
+
+Reject = Callable[[int, Sequence[str | None] | None, str], None]
+Progress = Callable[[int, int], None]
+"""progress(bytes read so far, rows read so far)."""
+
+
+@dataclass
+class ImportSummary:
+    rows: int = 0
+    """Data rows read (blank lines not counted)."""
+    imported: int = 0
+    points: int = 0
+    """Points issued, available and pending together."""
+    pending_points: int = 0
+    members: int = 0
+    """Distinct members with an imported purchase."""
+    amount: int = 0
+    """Total amount imported, minor units."""
+    already_imported: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    members_created: int = 0
+    batches: int = 0
+    dry_run: bool = False
+    errors: list[tuple[int, str]] = field(default_factory=list)
+    """The first rejected rows: (row number, reason)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows, "imported": self.imported, "points": self.points,
+            "pending_points": self.pending_points, "members": self.members,
+            "amount": self.amount, "already_imported": self.already_imported,
+            "duplicates": self.duplicates, "rejected": self.rejected,
+            "members_created": self.members_created, "dry_run": self.dry_run,
+        }
+
+
+def batch_size_from_env(default: int = DEFAULT_BATCH) -> int:
+    raw = os.environ.get(ENV_BATCH, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not (1 <= int(raw) <= 1_000_000):
+        raise InvalidInput(f"{ENV_BATCH}={raw!r} must be a whole number from 1 to 1000000")
+    return int(raw)
+
+
+# -- fast, exact parsing ---------------------------------------------------------------------
+# A million rows leave a few microseconds each for parsing. The helpers below memoise the
+# shared parsers (normalize.parse_money, timeutil.parse_instant) on the parts of the text
+# that repeat (the day, the hour), and fall back to them for anything unusual, so every
+# value is exactly what the single-purchase path computes.
+
+_HOUR_PREFIX = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}")
+_CACHE_LIMIT = 100_000
+
+
+class _Parsers:
+    """Memoised front ends to the shared parsers and rules, exact by construction."""
+
+    def __init__(self, config: Config, now: datetime) -> None:
+        from loyaltyctl.services.purchases import earn_lot_terms
+
+        p = config.program
+        self.config = config
+        self.tz = p.timezone
+        self.calendar = p.calendar
+        self.decimals = p.decimals
+        self.scale = 10 ** p.decimals
+        self.now = now
+        self._earn_lot_terms = earn_lot_terms
+        self._hours: dict[str, datetime | None] = {}
+        self._days: dict[datetime, date | None] = {}
+        self._terms: dict[datetime, tuple | None] = {}
+        self._names: dict[str | None, str | None] = {}
+        self._points: dict[tuple, tuple[int, str | None]] = {}
+        self._campaigns = {c.code: c for c in config.campaigns}
+
+    def money(self, s: str) -> int:
+        if s.isascii() and s.isdigit() and len(s) <= 15 - self.decimals:
+            return int(s) * self.scale
+        return parse_money(s, self.decimals)
+
+    def instant(self, s: str) -> datetime:
+        """timeutil.parse_instant(s), with the local hour's UTC start memoised."""
+        n = len(s)
+        if n == 19 or n == 16:
+            prefix = s[:13]
+            start = self._hours.get(prefix, False)
+            if start is False:
+                start = self._hour_start(prefix)
+            if start is not None:
+                mm, ss = s[14:16], (s[17:19] if n == 19 else "00")
+                if (s[13] == ":" and (n == 16 or s[16] == ":") and (mm + ss).isascii()
+                        and mm.isdigit() and ss.isdigit() and mm < "60" and ss < "60"):
+                    return start + timedelta(minutes=int(mm), seconds=int(ss))
+        return parse_instant(s, tz=self.tz, calendar=self.calendar)
+
+    def _hour_start(self, prefix: str) -> datetime | None:
+        """UTC start of a local hour ("2026-03-04 12"), None if its UTC offset changes inside."""
+        start = None
+        if _HOUR_PREFIX.fullmatch(prefix):
+            try:
+                start = parse_instant(prefix + ":00", tz=self.tz, calendar=self.calendar)
+                end = parse_instant(prefix + ":59:59", tz=self.tz, calendar=self.calendar)
+                if end - start != timedelta(minutes=59, seconds=59):
+                    start = None
+            except ValueError:
+                start = None
+        if len(self._hours) > _CACHE_LIMIT:
+            self._hours.clear()
+        self._hours[prefix] = start
+        return start
+
+    def name(self, raw: str | None) -> str | None:
+        """rules.earning.norm_category, memoised (a file has few categories and channels)."""
+        try:
+            return self._names[raw]
+        except KeyError:
+            v = self._names[raw] = norm_category(raw)
+            if len(self._names) > _CACHE_LIMIT:
+                self._names.clear()
+            return v
+
+    # Local dates and lot terms are monotonic in time, so when both ends of a UTC hour give
+    # the same answer, every instant inside it does too.
+    def local_date(self, dt: datetime) -> date:
+        hour = dt.replace(minute=0, second=0, microsecond=0)
+        d = self._days.get(hour, False)
+        if d is False:
+            first = local_date(hour, self.tz)
+            last = local_date(hour + _HOUR_END, self.tz)
+            d = self._days[hour] = first if first == last else None
+            if len(self._days) > _CACHE_LIMIT:
+                self._days.clear()
+        return d if d is not None else local_date(dt, self.tz)
+
+    def lot_terms(self, occurred_at: datetime) -> tuple[datetime | None, date | None]:
+        """services.purchases.earn_lot_terms, memoised per hour while nothing is pending."""
+        hour = occurred_at.replace(minute=0, second=0, microsecond=0)
+        t = self._terms.get(hour, False)
+        if t is False:
+            first = self._earn_lot_terms(config=self.config, occurred_at=hour, now=self.now)
+            last = self._earn_lot_terms(config=self.config, occurred_at=hour + _HOUR_END,
+                                        now=self.now)
+            t = self._terms[hour] = first if first == last and first[0] is None else None
+            if len(self._terms) > _CACHE_LIMIT:
+                self._terms.clear()
+        if t is not None:
+            return t
+        return self._earn_lot_terms(config=self.config, occurred_at=occurred_at, now=self.now)
+
+    def points(self, amount: int, category: str | None, tier: str | None,
+               multiplier: Decimal, campaigns: Sequence[Any]) -> tuple[int, str | None]:
+        """rules.earning.purchase_points, memoised: amounts repeat (prices are round)."""
+        key = (amount, category, tier, tuple(c.code for c in campaigns))
+        hit = self._points.get(key)
+        if hit is None:
+            earned = purchase_points(earning=self.config.earning, amount=amount,
+                                     category=category, tier_multiplier=multiplier,
+                                     campaigns=campaigns)
+            hit = self._points[key] = (earned.points, earned.campaign)
+            if len(self._points) > _CACHE_LIMIT:
+                self._points.clear()
+        return hit
+
+
+_HOUR_END = timedelta(minutes=59, seconds=59, microseconds=999_999)
+
+
+# -- the database side -----------------------------------------------------------------------
+
+
+SQLITE_CACHE_KIB = 64 * 1024
+
+
+def _iso_ts(v: datetime | None) -> str | None:
+    return None if v is None else v.isoformat(" ", "microseconds")
+
+
+def _iso_day(v: date | None) -> str | None:
+    return None if v is None else v.isoformat()
+
+
+class _Store:
+    """Backend-specific bulk statements: SQLite executemany, PostgreSQL COPY and arrays."""
+
+    P_COLS = ("id", "member_id", "ref", "amount", "currency", "occurred_at", "category",
+              "channel", "refunded_amount", "points", "campaign", "created_at")
+    L_COLS = ("id", "member_id", "kind", "points", "effective_at", "expires_on", "remaining",
+              "pending_until", "purchase_id", "campaign", "ref", "idem_key", "actor", "created_at")
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.conn = session.connection()
+        self.dialect = self.conn.dialect
+        self.pg = self.dialect.name == "postgresql"
+        ptab = Purchase.__table__  # type: ignore[attr-defined]
+        ltab = LedgerEntry.__table__  # type: ignore[attr-defined]
+
+        def proc(column: Any) -> Callable[[Any], Any]:
+            p = column.type.dialect_impl(self.dialect).bind_processor(self.dialect)
+            return p or (lambda v: v)
+
+        # Values go to the driver as SQLAlchemy would send them (SQLite stores date-times
+        # as text in SQLAlchemy's own format, which every other query compares against).
+        self.ts = proc(ptab.c.occurred_at)
+        self.day = proc(ltab.c.expires_on)
+        # isoformat is the same text several times faster: use it when it is the same.
+        probe = datetime(2026, 3, 4, 5, 6, 7, 89)
+        if self.ts(probe) == _iso_ts(probe) and self.ts(None) is None:
+            self.ts = _iso_ts
+        if self.day(probe.date()) == _iso_day(probe.date()) and self.day(None) is None:
+            self.day = _iso_day
+        self._cache_size = None
+        if not self.pg:
+            # A bigger page cache for the import's duration: index pages of a million-row
+            # transaction stay in memory instead of being spilled to the WAL again and again.
+            self._cache_size = self.conn.exec_driver_sql("PRAGMA cache_size").scalar()
+            self.conn.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
+
+    def close(self) -> None:
+        if self._cache_size is not None:
+            self.conn.exec_driver_sql(f"PRAGMA cache_size = {int(self._cache_size)}")
+            self._cache_size = None
+
+    # Parameter lists: one JSON array on SQLite (json_each), one array on PostgreSQL, so
+    # a batch of 50,000 refs is still a single bound parameter.
+    def _in(self, column: str, name: str) -> str:
+        if self.pg:
+            return f"{column} = ANY(:{name})"
+        return f"{column} IN (SELECT value FROM json_each(:{name}))"
+
+    def _list(self, values: Sequence[Any]) -> Any:
+        return list(values) if self.pg else json.dumps(list(values))
+
+    def existing_refs(self, refs: Sequence[str]) -> dict[str, tuple]:
+        """{ref: (id, member_id, amount, occurred_at, category, channel)} for known refs."""
+        if not refs:
+            return {}
+        rows = self.conn.execute(
+            text("SELECT ref, id, member_id, amount, occurred_at, category, channel "
+                 "FROM purchases WHERE " + self._in("ref", "refs")),
+            {"refs": self._list(refs)},
+        )
+        return {r[0]: tuple(r[1:]) for r in rows}
+
+    def members(self, ids: Sequence[int]) -> dict[int, tuple]:
+        """{id: (code, status, tier, balance, merged_into_id)}, locked on PostgreSQL."""
+        if not ids:
+            return {}
+        rows = self.conn.execute(
+            text("SELECT id, code, status, tier, balance, merged_into_id FROM members WHERE "
+                 + self._in("id", "ids") + (" ORDER BY id FOR UPDATE" if self.pg else "")),
+            {"ids": self._list(ids)},
+        )
+        return {r[0]: tuple(r[1:]) for r in rows}
+
+    def next_ids(self, table: str, n: int) -> list[int]:
+        if self.pg:
+            return list(self.conn.execute(
+                text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) "
+                     "FROM generate_series(1, :n)"), {"t": table, "n": n}).scalars())
+        # We hold SQLite's write lock (BEGIN IMMEDIATE), so nobody else can take these ids.
+        first = self.conn.execute(
+            text(f"SELECT COALESCE(MAX(id), 0) + 1 FROM {table}")).scalar_one()  # noqa: S608 - constant
+        return list(range(first, first + n))
+
+    def write(self, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
+        if not rows:
+            return
+        if self.pg:
+            raw = self.conn.connection.driver_connection
+            cols = ", ".join(columns)
+            with raw.cursor() as cur, cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:  # noqa: S608
+                for r in rows:
+                    copy.write_row(r)
+        else:
+            marks = ", ".join("?" * len(columns))
+            self.conn.exec_driver_sql(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)  # noqa: S608
+
+    def add_balances(self, deltas: dict[int, list[int]]) -> None:
+        if not deltas:
+            return
+        if self.pg:
+            ids = list(deltas)
+            self.conn.execute(
+                text("UPDATE members AS m SET balance = m.balance + v.b, pending = m.pending + v.p "
+                     "FROM unnest(CAST(:ids AS integer[]), CAST(:b AS bigint[]), "
+                     "CAST(:p AS bigint[])) AS v(id, b, p) WHERE m.id = v.id"),
+                {"ids": ids, "b": [deltas[i][0] for i in ids], "p": [deltas[i][1] for i in ids]},
+            )
+        else:
+            self.conn.exec_driver_sql(
+                "UPDATE members SET balance = balance + ?, pending = pending + ? WHERE id = ?",
+                [(b, p, mid) for mid, (b, p) in deltas.items()],
+            )
+
+    def count_members(self, ranges: list[list[int]]) -> int:
+        total = 0
+        if not ranges:
+            return 0
+        clause = " OR ".join(f"id BETWEEN :lo{i} AND :hi{i}" for i in range(len(ranges)))
+        params = {}
+        for i, (lo, hi) in enumerate(ranges):
+            params[f"lo{i}"], params[f"hi{i}"] = lo, hi
+        total = self.conn.execute(
+            text(f"SELECT COUNT(DISTINCT member_id) FROM purchases WHERE {clause}"),  # noqa: S608
+            params).scalar_one()
+        return int(total)
+
+
+class _IdRanges:
+    """The purchase ids this run wrote, as merged [lo, hi] ranges (tiny, whatever the size)."""
+
+    def __init__(self) -> None:
+        self.ranges: list[list[int]] = []
+
+    def add(self, ids: Sequence[int]) -> None:
+        for i in ids:
+            if self.ranges and self.ranges[-1][1] + 1 == i:
+                self.ranges[-1][1] = i
+            else:
+                self.ranges.append([i, i])
+
+    def __contains__(self, i: int) -> bool:
+        return any(lo <= i <= hi for lo, hi in self.ranges)
+
+
+# -- members ---------------------------------------------------------------------------------
+
+
+class _Members:
+    """Resolves member keys (code, card, phone, e-mail) batch by batch, with a cache.
+
+    A found key keeps its member id for the rest of the import (phone parsing is the costly
+    part); tier, status and balance are read again for every batch, since hooks change them.
+    """
+
+    def __init__(self, session: Session, config: Config) -> None:
+        self.session = session
+        self.region = config.program.phone_region
+        self.cache: dict[str, int] = {}
+
+    def resolve(self, keys: set[str]) -> dict[str, int]:
+        from loyaltyctl.services.members import resolve_members_bulk
+
+        missing = [k for k in keys if k not in self.cache]
+        if missing:
+            if len(self.cache) > _KEY_CACHE_LIMIT:
+                self.cache.clear()
+            self.cache.update(resolve_members_bulk(session=self.session, keys=missing,
+                                                   region=self.region))
+        return {k: self.cache[k] for k in keys if k in self.cache}
+
+
+def _inactive_reason(code: str, status: str, merged_into: int | None) -> str:
+    if merged_into is not None:
+        return f"member {code} is closed: it was merged into another member; use the survivor"
+    if status == "suspended":
+        return f"member {code} is suspended"
+    return f"member {code} is {status}"
+
+
+# -- the import ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Parsed:
+    row: int
+    values: tuple
+    ref: str
+    key: str
+    amount: int
+    occurred_at: datetime
+    category: str | None
+    channel: str | None
+    member_id: int = 0
+
+
+def import_purchases(
+    *,
+    session: Session,
+    config: Config,
+    reader: TableReader,
+    now: datetime,
+    actor: str,
+    on_error: str = "abort",
+    dry_run: bool = False,
+    create_members: bool = False,
+    batch_size: int | None = None,
+    on_reject: Reject | None = None,
+    progress: Progress | None = None,
+) -> ImportSummary:
+    """Import every row of `reader` (an opened TableReader with COLUMNS).
+
+    on_error="abort": any rejected row rolls everything back and raises InvalidInput
+    listing the first rejected rows (exit 4). on_error="skip": rejected rows are passed to
+    `on_reject(row, values, reason)` and the rest is imported. dry_run: everything is done
+    and then rolled back. Never commits: the caller's transaction does.
+    """
+    if on_error not in ("abort", "skip"):
+        raise InvalidInput(f"--on-error: {on_error!r} is not abort or skip")
+    size = batch_size or batch_size_from_env()
+    job = _Import(session=session, config=config, reader=reader, now=now, actor=actor,
+                  on_error=on_error, create_members=create_members, on_reject=on_reject)
+    job.summary.dry_run = dry_run
+    savepoint = session.begin_nested()
+    try:
+        for batch in reader.batches(size):
+            job.batch(batch)
+            if progress is not None:
+                progress(reader.bytes_read, job.summary.rows)
+            if on_error == "abort" and len(job.summary.errors) >= MAX_LISTED_ERRORS:
+                break
+        summary = job.finish()
+    except BaseException:
+        job.store.close()
+        savepoint.rollback()
+        raise
+    job.store.close()
+    if dry_run or (on_error == "abort" and summary.rejected):
+        savepoint.rollback()
+    else:
+        savepoint.commit()
+    if on_error == "abort" and summary.rejected:
+        raise _abort_error(reader.name, summary)
+    return summary
+
+
+def _abort_error(name: str, s: ImportSummary) -> InvalidInput:
+    more = "" if s.rejected <= len(s.errors) else " (and possibly more: listing stopped)"
+    lines = "\n".join(f"  row {n}: {reason}" for n, reason in s.errors)
+    return InvalidInput(
+        f"{name}: {s.rejected:,} row(s) rejected{more}; nothing was imported:\n{lines}",
+        hint="fix these rows, or pass --on-error skip --rejects FILE to import the others",
+    )
+
+
+class _Import:
+    def __init__(self, *, session: Session, config: Config, reader: TableReader, now: datetime,
+                 actor: str, on_error: str, create_members: bool,
+                 on_reject: Reject | None) -> None:
+        self.session = session
+        self.config = config
+        self.reader = reader
+        self.now = now
+        self.actor = actor[:64]
+        self.on_error = on_error
+        self.create_members = create_members
+        self.on_reject = on_reject
+        self.summary = ImportSummary()
+        self.store = _Store(session)
+        self.members = _Members(session, config)
+        self.parse = _Parsers(config, now)
+        self.currency = config.program.currency
+        self.tz = config.program.timezone
+        self.today = local_date(now, self.tz)
+        self.mine = _IdRanges()
+        self.multipliers = {t.code: t.multiplier for t in config.tiers.levels}
+        self.created_at = self.store.ts(now)
+
+    # -- rows ------------------------------------------------------------------------------
+
+    def _flush_rejects(self, rejects: list) -> None:
+        rejects.sort(key=lambda r: r[0])
+        s = self.summary
+        for row, values, reason in rejects:
+            s.rejected += 1
+            if len(s.errors) < MAX_LISTED_ERRORS:
+                s.errors.append((row, reason))
+            if self.on_reject is not None and self.on_error == "skip":
+                self.on_reject(row, values, reason)
+
+    def batch(self, rows: list[Row]) -> None:
+        s = self.summary
+        s.batches += 1
+        s.rows += len(rows)
+        rejects: list = []
+        reject = rejects.append
+
+        # 1. refs, and which of them exist already.
+        candidates = []
+        for n, values, err in rows:
+            if err is not None:
+                reject((n, values, err))
+                continue
+            ref = (values[_REF] or "").strip()
+            if not ref:
+                reject((n, values, "ref: empty (every purchase needs its transaction id)"))
+            elif len(ref) > 100:
+                reject((n, values, f"ref: {ref[:20]!r}... is longer than 100 characters"))
+            else:
+                candidates.append((n, values, ref))
+        existing = self.store.existing_refs(list({c[2] for c in candidates}))
+
+        # 2. parse what is new (or repeats a row of this very import).
+        parsed: list[_Parsed] = []
+        keys: set[str] = set()
+        for n, values, ref in candidates:
+            prior = existing.get(ref)
+            if prior is not None and prior[0] not in self.mine:
+                s.already_imported += 1
+                continue
+            p = self._parse(n, values, ref, rejects)
+            if p is not None:
+                parsed.append(p)
+                keys.add(p.key)
+
+        # 3. members: resolve keys, create unknown ones if asked, read tier/status/balance.
+        found = self.members.resolve(keys) if keys else {}
+        if self.create_members:
+            unknown = {p.key for p in parsed if p.key not in found}
+            if unknown:
+                found.update(self._create(unknown, parsed, rejects))
+        info = self.store.members(list(set(found.values())))
+
+        # 4. check each row against its member and the refs seen so far.
+        seen: dict[str, tuple] = {}
+        fresh: list[_Parsed] = []
+        ts = self.store.ts
+        for p in parsed:
+            mid = found.get(p.key)
+            if mid is None:
+                reject((p.row, p.values, f"member: no member matches {p.key!r}"
+                        + ("" if self.create_members else
+                           " (--create-members enrols unknown codes, phones and e-mails)")))
+                continue
+            code, status, _tier, _balance, merged = info[mid]
+            if status != "active" or merged is not None:
+                reject((p.row, p.values, _inactive_reason(code, status, merged)))
+                continue
+            p.member_id = mid
+            fp = (mid, p.amount, ts(p.occurred_at), p.category, p.channel)
+            first = seen.get(p.ref)
+            if first is None:
+                prior = existing.get(p.ref)
+                if prior is not None:  # written by an earlier batch of this import
+                    first = (prior[1], prior[2], _db_ts(prior[3], ts), prior[4], prior[5])
+            if first is not None:
+                if first == fp:
+                    s.duplicates += 1
+                else:
+                    reject((p.row, p.values, f"ref: {p.ref!r} appears earlier in the file "
+                            "with different data"))
+                continue
+            seen[p.ref] = fp
+            fresh.append(p)
+        self._flush_rejects(rejects)
+        if fresh:
+            self._write(fresh, info)
+
+    def _parse(self, n: int, values: tuple, ref: str, rejects: list) -> _Parsed | None:
+        key = (values[_MEMBER] or "").strip()
+        if not key:
+            rejects.append((n, values, "member: empty (give a member code, phone or e-mail)"))
+            return None
+        raw_amount = (values[_AMOUNT] or "").strip()
+        try:
+            amount = self.parse.money(raw_amount)
+        except ValueError as exc:
+            rejects.append((n, values, f"amount: {exc}"))
+            return None
+        if amount <= 0:
+            rejects.append((n, values, f"amount: {raw_amount!r} must be greater than zero "
+                                       "(refunds have their own command)"))
+            return None
+        raw_at = (values[_AT] or "").strip()
+        if not raw_at:
+            rejects.append((n, values, "occurred_at: empty (give the date and time of the purchase)"))
+            return None
+        try:
+            at = self.parse.instant(raw_at)
+        except ValueError as exc:
+            rejects.append((n, values, f"occurred_at: {exc}"))
+            return None
+        if at > self.now:
+            rejects.append((n, values, f"occurred_at: {raw_at!r} is in the future "
+                                       f"(now is {self.now:%Y-%m-%d %H:%M} UTC)"))
+            return None
+        category = self.parse.name(values[_CATEGORY])
+        channel = self.parse.name(values[_CHANNEL])  # the same normalisation as the category
+        for name, v in (("category", category), ("channel", channel)):
+            if v is not None and len(v) > 64:
+                rejects.append((n, values, f"{name}: longer than 64 characters"))
+                return None
+        currency = values[_CURRENCY]
+        if currency and currency.strip() and currency.strip().upper() != self.currency:
+            rejects.append((n, values, f"currency: {currency.strip()!r} is not the program's "
+                                       f"currency {self.currency}"))
+            return None
+        return _Parsed(n, values, ref, key, amount, at, category, channel)
+
+    # -- members created on the fly ---------------------------------------------------------
+
+    def _create(self, unknown: set[str], parsed: list[_Parsed], rejects: list) -> dict[str, int]:
+        from loyaltyctl.services import hooks
+        from loyaltyctl.services.members import FieldError, FieldRules, normalize_fields
+
+        rules = FieldRules.from_config(self.config)
+        first_seen: dict[str, datetime] = {}
+        for p in parsed:
+            if p.key in unknown and (p.key not in first_seen or p.occurred_at < first_seen[p.key]):
+                first_seen[p.key] = p.occurred_at
+        new: dict[str, dict[str, Any]] = {}
+        bad: dict[str, str] = {}
+        for key in sorted(unknown):
+            try:
+                new[key] = _new_member_fields(key, rules, normalize_fields)
+            except FieldError as exc:
+                bad[key] = f"member: cannot enrol {key!r}: {exc.reason}"
+        # Two keys of the file may name the same new person (0912... and +98912...).
+        by_identity: dict[tuple, str] = {}
+        for key, values in list(new.items()):
+            ident = (values["code"], values.get("phone"), values.get("email"))
+            if ident in by_identity:
+                continue
+            by_identity[ident] = key
+        taken = self._taken_codes([v["code"] for v in new.values()])
+        rows = []
+        for ident, key in by_identity.items():
+            values = new[key]
+            if values["code"] in taken:
+                bad[key] = f"member: cannot enrol {key!r}: member code {values['code']} is taken"
+                continue
+            stamp = utcnow()
+            rows.append({
+                "code": values["code"], "name": values["code"], "phone": values.get("phone"),
+                "email": values.get("email"), "joined_at": first_seen[key].replace(microsecond=0),
+                "status": "active", "tags": "", "balance": 0, "pending": 0,
+                "created_at": stamp, "updated_at": stamp,
+            })
+        for p in parsed:
+            if p.key in bad:
+                rejects.append((p.row, p.values, bad[p.key]))
+        parsed[:] = [p for p in parsed if p.key not in bad]
+        if not rows:
+            return {}
+        from sqlalchemy import insert
+
+        table = Member.__table__  # type: ignore[attr-defined]
+        result = self.session.execute(
+            insert(table).returning(table.c.id, table.c.code, sort_by_parameter_order=True), rows)
+        ids_by_code = {code: mid for mid, code in result}
+        self.summary.members_created += len(ids_by_code)
+        hooks.after_enrolment(session=self.session, config=self.config,
+                              member_ids=list(ids_by_code.values()), now=self.now, actor=self.actor)
+        out: dict[str, int] = {}
+        for key, values in new.items():
+            if key not in bad and values["code"] in ids_by_code:
+                out[key] = ids_by_code[values["code"]]
+        self.members.cache.update(out)
+        return out
+
+    def _taken_codes(self, codes: list[str]) -> set[str]:
+        if not codes:
+            return set()
+        rows = self.store.conn.execute(
+            text("SELECT code FROM members WHERE " + self.store._in("code", "codes")),
+            {"codes": self.store._list(codes)})
+        return {r[0] for r in rows}
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _write(self, fresh: list[_Parsed], info: dict[int, tuple]) -> None:
+        s = self.summary
+        store = self.store
+        campaigns = self.config.campaigns
+        multipliers = self.multipliers
+        currency = self.currency
+        ts, day = store.ts, store.day
+        created_at = self.created_at
+        ledger_created = store.ts(utcnow())
+        actor = self.actor
+        one = Decimal(1)
+        parse = self.parse
+        points_for, local, terms = parse.points, parse.local_date, parse.lot_terms
+
+        pids = store.next_ids("purchases", len(fresh))
+        purchases: list[tuple] = []
+        lots: list[tuple] = []
+        deltas: dict[int, list[int]] = {}
+        for pid, p in zip(pids, fresh, strict=True):
+            mid = p.member_id
+            tier = info[mid][2]
+            matched = matching_campaigns(
+                campaigns, day=local(p.occurred_at), amount=p.amount, category=p.category,
+                channel=p.channel, tier=tier) if campaigns else ()
+            points, campaign = points_for(p.amount, p.category, tier,
+                                          multipliers.get(tier, one), matched)
+            at = ts(p.occurred_at)
+            purchases.append((pid, mid, p.ref, p.amount, currency, at, p.category,
+                              p.channel, 0, points, campaign, created_at))
+            s.amount += p.amount
+            if points > 0:
+                pending_until, expires_on = terms(p.occurred_at)
+                # In _Store.L_COLS order, the id added below.
+                lots.append((mid, "earn", points, at, day(expires_on), points,
+                             ts(pending_until), pid, campaign, p.ref, "purchase:" + p.ref,
+                             actor, ledger_created))
+                d = deltas.get(mid)
+                if d is None:
+                    d = deltas[mid] = [0, 0]
+                if pending_until is None:
+                    d[0] += points
+                else:
+                    d[1] += points
+                    s.pending_points += points
+                s.points += points
+        store.write("purchases", store.P_COLS, purchases)
+        lids = store.next_ids("ledger_entries", len(lots))
+        store.write("ledger_entries", store.L_COLS,
+                    [(lid, *lot) for lid, lot in zip(lids, lots, strict=True)])
+        store.add_balances(deltas)
+        self.mine.add(pids)
+        s.imported += len(fresh)
+
+        # Members who owed points (a clawback took them below zero) pay from the new lots.
+        from loyaltyctl.services import hooks, ledger
+
+        for mid, (available, _pending) in deltas.items():
+            if available > 0 and info[mid][3] < 0:
+                ledger.settle_debt(session=self.session, member_id=mid, today=self.today)
+        hooks.after_purchases(session=self.session, config=self.config, purchase_ids=pids,
+                              now=self.now, actor=self.actor)
+
+    def finish(self) -> ImportSummary:
+        self.summary.members = self.store.count_members(self.mine.ranges)
+        return self.summary
+
+
+def _db_ts(value: Any, ts: Callable[[Any], Any]) -> Any:
+    """A stored time as the driver returns it, in the form `ts` gives for a datetime."""
+    if isinstance(value, datetime):
+        return ts(value)
+    return value
+
+
+def _new_member_fields(key: str, rules: Any, normalize_fields: Callable) -> dict[str, Any]:
+    """Fields of a member enrolled from a purchase file, by what the key looks like.
+
+    An e-mail or a phone number becomes the member's contact, with a code derived from it
+    (the phone's digits; for an e-mail a short stable hash, so a re-run gives the same code);
+    anything else is the member's code. The name is the code until someone sets it.
+    """
+    import hashlib
+
+    from loyaltyctl.normalize import ascii_digits
+
+    k = ascii_digits(key)
+    if "@" in k:
+        email = normalize_fields({"email": k}, rules)["email"]
+        code = "E" + hashlib.sha1(email.encode()).hexdigest()[:10].upper()  # noqa: S324 - a name, not security
+        return {"code": code, "email": email}
+    digits = re.sub(r"[\s\-().]", "", k)
+    if re.fullmatch(r"\+?\d{5,16}", digits):
+        try:
+            phone = normalize_fields({"phone": digits}, rules)["phone"]
+        except ValueError:
+            phone = None
+        if phone:
+            return {"code": phone.lstrip("+"), "phone": phone}
+    return {"code": normalize_fields({"code": k}, rules)["code"]}
