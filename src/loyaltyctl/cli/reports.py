@@ -563,3 +563,6 @@ def revenue_(
         parts.append(bar_chart([(r["period"], r["points_issued"]) for r in rows], width=w,
                                title="Points issued", style="yellow"))
     _emit_table(a, output, *parts)
+
+
+from loyaltyctl.cli import reports_rfm as _reports_rfm  # noqa: E402,F401  (registers rfm and clv)
