@@ -221,8 +221,8 @@ def test_manual_tier_is_a_floor_not_a_freeze(tclub: Club) -> None:
     r = tclub.ok("--as-of", "2026-01-10", "tiers", "set", "M1", "silver", "--until", "2026-01-31",
                  "--reason", "complaint resolution")
     assert "M1: bronze -> silver" in r.stderr
-    assert tclub.query("SELECT tier, tier_floor, tier_floor_until FROM members") == [
-        ("silver", "silver", date(2026, 1, 31))]
+    rows = tclub.query("SELECT tier, tier_floor, tier_floor_until FROM members")
+    assert [(t, f, str(u)) for t, f, u in rows] == [("silver", "silver", "2026-01-31")]
     audit = tclub.query("SELECT target, details FROM audit_log WHERE command = 'tiers set'")
     assert audit[0][0] == "M1" and "complaint resolution" in audit[0][1]
     # Not a freeze: a purchase still lifts the member above the floor.
@@ -311,3 +311,42 @@ def test_purchases_metric_counts_purchases(club: Club) -> None:
     r = club.ok("--as-of", "2026-01-01", "tiers", "progress", "M1")
     assert "purchases in the last 5 days: 2" in r.stdout
     assert "next tier  gold at 5: 3 to go" in r.stdout
+    # A purchase refunded in full stops counting; one refunded in part still counts.
+    club.ok("--as-of", "2026-01-02", "purchases", "refund", "p2", "--ref", "r2")
+    club.ok("--as-of", "2026-01-02", "purchases", "refund", "p1", "--ref", "r1", "--amount", "500")
+    r = club.ok("--as-of", "2026-01-02", "tiers", "progress", "M1", "--format", "json")
+    assert json.loads(r.stdout)["metric_value"] == 1
+    recalc(club, "2026-01-10")  # silver since the 1st, kept through the 10th
+    assert tier(club, "M1") == "silver"
+    recalc(club, "2026-01-11")
+    assert tier(club, "M1") == "bronze"
+
+
+def test_refunded_spend_leaves_the_metric(tclub: Club) -> None:
+    add(tclub, "M1", "2026-01-01")
+    buy(tclub, "M1", "150,000", "p1", "2026-01-01")
+    assert tier(tclub, "M1") == "silver"
+    tclub.ok("--as-of", "2026-01-02", "purchases", "refund", "p1", "--ref", "r1", "--amount", "60,000")
+    r = tclub.ok("--as-of", "2026-01-02", "tiers", "progress", "M1", "--format", "json")
+    assert json.loads(r.stdout)["metric_value"] == 90_000  # 150,000 - 60,000
+    recalc(tclub, "2026-01-11")  # within the window still, and retention (through the 10th) over
+    assert tier(tclub, "M1") == "bronze"
+
+
+def test_points_metric_ignores_referral_bonuses_and_their_clawback(club: Club) -> None:
+    club.write_config(tiers_config(metric="points", silver=100, gold=1000) + """
+[bonuses.referral]
+referrer_points = 0
+referee_points = 100
+trigger = "first_purchase"
+""")
+    add(club, "REF", "2026-01-01")
+    add(club, "NEW", "2026-01-01", "--referred-by", "REF")
+    buy(club, "NEW", "100,000", "p1", "2026-01-01")  # 100 points + the 100-point referee bonus
+    assert tier(club, "NEW") == "silver"  # 100 purchase points: the bonus does not count
+    buy(club, "NEW", "50,000", "p2", "2026-01-01")   # 50 x 1.5 (silver) = 75 points
+    # A full refund of p1 takes back its 100 points and the referral bonus it triggered.
+    club.ok("--as-of", "2026-01-02", "purchases", "refund", "p1", "--ref", "r1")
+    assert club.balance("NEW") == 75  # 100 + 100 + 75 - 100 - 100
+    r = club.ok("--as-of", "2026-01-02", "tiers", "progress", "NEW", "--format", "json")
+    assert json.loads(r.stdout)["metric_value"] == 75  # p2 only: not 75 - 100
