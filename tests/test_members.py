@@ -344,6 +344,15 @@ def test_search(three: Club, text: str, expected: list[str]) -> None:
     assert [m["code"] for m in json.loads(r.stdout)] == expected
 
 
+def test_search_show_pii_is_audited(three: Club) -> None:
+    r = three.ok("members", "search", "sara", "-f", "json")
+    assert json.loads(r.stdout)[0]["email"] == "s***@example.com"
+    assert audit_rows(three)[-1][0] == "members add"
+    r = three.ok("members", "search", "sara", "--show-pii", "-f", "json")
+    assert json.loads(r.stdout)[0]["email"] == "sara@example.com"
+    assert audit_rows(three)[-1][:3] == ("members search --show-pii", None, 1)
+
+
 def test_search_name_with_like_wildcards_is_literal(three: Club) -> None:
     r = three.ok("members", "search", "%", "-f", "json")
     assert json.loads(r.stdout) == []

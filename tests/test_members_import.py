@@ -369,11 +369,16 @@ def test_service_reports_inserted_ids(club: Club, tmp_path: Path) -> None:
     with Session(club.engine) as s:
         from datetime import datetime
 
+        calls: list[tuple[int, int]] = []
         result = import_members(session=s, path=DATA / "basic.csv", rules=FieldRules(region="IR"),
-                                now=datetime(2026, 6, 1))
+                                now=datetime(2026, 6, 1), batch_size=2,
+                                progress=lambda done, total: calls.append((done, total)))
         s.commit()
+    # The progress callback (the CLI's bar, on a terminal) hears of each batch and the end.
+    size = (DATA / "basic.csv").stat().st_size
+    assert len(calls) >= 2 and calls[-1] == (size, size)
     m = members(club)
-    assert result.inserted_ids == [m["M2"]["id"], m["M3"]["id"], m["M4"]["id"]]
+    assert sorted(result.inserted_ids) == sorted([m["M2"]["id"], m["M3"]["id"], m["M4"]["id"]])
     assert (result.inserted, result.updated) == (3, 1)
 
 
@@ -445,3 +450,19 @@ def test_fast_phone_path_agrees_with_normalize_phone() -> None:
                 hits += 1
                 assert fast == normalize_phone(raw, region), (region, raw)
     assert hits > 300  # the shortcut is actually taken
+
+
+def test_enrolment_hook_runs_once_per_new_member(club: Club) -> None:
+    """members add and members import call the enrolment hook for new members only."""
+    club.write_config(SIMPLE_CONFIG + "\n[bonuses]\nsignup = 50\n")
+    club.ok("members", "add", "M1", "Sara Ahmadi")
+    assert club.balance("M1") == 50
+    r = club.ok("members", "import", str(DATA / "basic.csv"))
+    assert "3 inserted, 1 updated" in r.stderr  # M1 exists: updated, no second bonus
+    # M3 is imported suspended: no bonus for a member who cannot earn.
+    assert [club.balance(c) for c in ("M1", "M2", "M3", "M4")] == [50, 50, 0, 50]
+    club.ok("members", "import", str(DATA / "basic.csv"))
+    assert club.scalar("SELECT COUNT(*) FROM ledger_entries WHERE kind = 'signup'") == 3
+    club.ok("members", "import", str(DATA / "members.jsonl"), "--dry-run")
+    assert club.scalar("SELECT COUNT(*) FROM ledger_entries") == 3
+    assert club.run("db", "check").exit_code == 0

@@ -107,6 +107,7 @@ def add(
 
     Example: loyaltyctl members add C1001 "Sara Ahmadi" --phone 0912-345-6789 --tag vip
     """
+    from loyaltyctl.services import hooks
     from loyaltyctl.services.members import add_member, member_profile
 
     a = get_app(ctx)
@@ -116,7 +117,9 @@ def add(
                        card_number=card, birth_date=birth_date, joined_at=joined_at,
                        referred_by=referred_by, campaign=campaign, tags=tag or [],
                        rules=_rules(a), now=a.now)
-        # Enrolment bonuses (signup, referral) are granted here, for [m.id], in this session.
+        # Starting tier, signup and referral bonuses: one call, in this transaction.
+        hooks.after_enrolment(session=s, config=a.config, member_ids=[m.id], now=a.now,
+                              actor=a.actor)
         a.audit(s, command="members add", target=m.code, rows=1,
                 details={"name": m.name, "phone": m.phone, "email": m.email,
                          "referred_by_id": m.referred_by_id, "campaign": m.acquisition_campaign})
@@ -394,6 +397,7 @@ def import_(
     from contextlib import ExitStack
 
     from loyaltyctl.render import to_json
+    from loyaltyctl.services import hooks
     from loyaltyctl.services.member_io import import_members
 
     a = get_app(ctx)
@@ -420,7 +424,12 @@ def import_(
                                     input_format=input_format, on_error=on_error,
                                     rejects_path=rejects, batch_size=batch_size,
                                     progress=progress)
-            # Enrolment bonuses (signup, referral) go here, for result.inserted_ids.
+            # Starting tier, signup and referral bonuses for the new members, set-based in
+            # slices (each slice is one IN list), after every referrer is in place.
+            ids = result.inserted_ids
+            for start in range(0, len(ids), 5000):
+                hooks.after_enrolment(session=s, config=a.config, member_ids=ids[start:start + 5000],
+                                      now=a.now, actor=a.actor)
             if dry_run:
                 s.rollback()
             else:

@@ -42,9 +42,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from loyaltyctl.errors import InvalidInput
+from loyaltyctl.errors import InvalidInput, Refused
 from loyaltyctl.normalize import ascii_digits
 from loyaltyctl.pii import mask_record
 from loyaltyctl.services.members import (
@@ -476,6 +477,17 @@ class _Importer:
         return base
 
     def _write(self, inserts: list[_Row], updates: list[tuple[_Row, int, dict[str, Any]]]) -> None:
+        try:
+            self._write_batch(inserts, updates)
+        except IntegrityError:
+            # We checked codes, phones, e-mails and cards a moment ago: someone else wrote
+            # the same values since. The caller's transaction rolls back as a whole.
+            raise Refused("another process added or changed members with the same codes, "
+                          "phones, e-mails or cards during the import; nothing was imported",
+                          hint="run the import again") from None
+
+    def _write_batch(self, inserts: list[_Row],
+                     updates: list[tuple[_Row, int, dict[str, Any]]]) -> None:
         stamp = utcnow()
         ids: dict[str, int] = {}
         if inserts:
