@@ -55,7 +55,8 @@ def mid(club: Club, code: str) -> int:
 
 
 def test_signup_bonus_once_per_member(bclub: Club) -> None:
-    add(bclub, "A", "2026-01-01")
+    r = bclub.ok("--as-of", "2026-01-01", "members", "add", "A", "Ann", "--format", "json")
+    assert json.loads(r.stdout)["balance"] == 50  # the new member's card shows the bonus
     assert entries(bclub, "signup") == [("A", 50, f"signup:{mid(bclub, 'A')}")]
     assert bclub.balance("A") == 50
     r = bclub.run("--as-of", "2026-01-01", "members", "add", "A", "Again")

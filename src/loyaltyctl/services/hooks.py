@@ -31,6 +31,7 @@ def after_enrolment(
     bonuses.grant_signup(session=session, config=config, member_ids=member_ids, now=now, actor=actor)
     bonuses.grant_referrals_on_signup(session=session, config=config, member_ids=member_ids,
                                       now=now, actor=actor)
+    _expire_members(session)
 
 
 def after_purchases(
@@ -44,3 +45,15 @@ def after_purchases(
                                        now=now, actor=actor)
     bonuses.grant_referrals_on_purchases(session=session, config=config,
                                          purchase_ids=purchase_ids, now=now, actor=actor)
+    _expire_members(session)
+
+
+def _expire_members(session: Session) -> None:
+    """The hooks change tiers and balances with set-based statements, behind the ORM's
+    back: members already loaded in the session are reloaded on their next use, so the
+    caller shows the new balance and tier."""
+    from loyaltyctl.db.models import Member
+
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, Member):
+            session.expire(obj)
