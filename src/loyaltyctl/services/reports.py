@@ -41,6 +41,7 @@ from sqlmodel import Session
 
 from loyaltyctl.config import Config
 from loyaltyctl.db.models import CREDIT_KINDS, Allocation, LedgerEntry, Member, Purchase, TierChange
+from loyaltyctl.errors import InvalidInput
 from loyaltyctl.services import periods as P_
 from loyaltyctl.services.periods import Period
 from loyaltyctl.timeutil import local_midnight_utc
@@ -104,7 +105,8 @@ def bucket(column: Any, bounds: Sequence[datetime]) -> ColumnElement[int]:
 
 def _bounds(plist: Sequence[Period], tz: str) -> list[datetime]:
     if len(plist) > MAX_BUCKETS:
-        raise ValueError(f"{len(plist)} periods is more than {MAX_BUCKETS}; choose a shorter range")
+        raise InvalidInput(f"--from/--to: {len(plist)} periods is more than {MAX_BUCKETS}; "
+                           "choose a shorter range or a longer --by")
     return [local_midnight_utc(p.start, tz) for p in plist] + [
         local_midnight_utc(plist[-1].end + timedelta(days=1), tz)
     ]
@@ -442,16 +444,48 @@ def retention(
         .cte("member_period")
     )
     cur, before = mb.alias("cur"), mb.alias("before")
-    stats = {
-        int(r[0]): (_int(r[1]), _int(r[2]), _int(r[3]))
-        for r in session.execute(
-            select(cur.c.b, func.count(), func.sum(case((cur.c.n >= 2, 1), else_=0)),
-                   func.count(before.c.member_id))
-            .select_from(cur.outerjoin(before, and_(before.c.member_id == cur.c.member_id,
-                                                    before.c.b == cur.c.b - 1)))
-            .group_by(cur.c.b)
-        )
-    }
+    # Cohorts: members (any status but merged) by join period (index 0 = the first shown
+    # period, which is bucket 1 of `bounds`).
+    cb = bounds[1:]
+    joined = (
+        select(M.c.id.label("member_id"), bucket(M.c.joined_at, cb).label("jb"))
+        .where(M.c.merged_into_id.is_(None), M.c.joined_at >= cb[0], M.c.joined_at < min(cb[-1], cap))
+        .subquery()
+    )
+    totals = (
+        select(mb.c.member_id, func.sum(mb.c.n).label("n")).where(mb.c.b >= 1)
+        .group_by(mb.c.member_id).subquery()
+    )
+
+    def tag(i: int) -> Any:
+        return literal(i, Integer)
+
+    # One statement, so the per-member-per-period counts are computed once for all three
+    # parts: 0 = per period (buyers, 2+ buyers, retained), 1 = the shown range's repeat
+    # rate, 2 = cohort cells (join period, purchase period, buyers).
+    parts = union_all(
+        select(tag(0), cur.c.b, tag(-1), func.count(),
+               func.sum(case((cur.c.n >= 2, 1), else_=0)), func.count(before.c.member_id))
+        .select_from(cur.outerjoin(before, and_(before.c.member_id == cur.c.member_id,
+                                                before.c.b == cur.c.b - 1)))
+        .group_by(cur.c.b),
+        select(tag(1), tag(-1), tag(-1), func.count(),
+               func.coalesce(func.sum(case((totals.c.n >= 2, 1), else_=0)), 0), tag(0)),
+        select(tag(2), joined.c.jb, mb.c.b - 1, func.count(), tag(0), tag(0))
+        .select_from(joined.join(mb, and_(mb.c.member_id == joined.c.member_id,
+                                          mb.c.b >= joined.c.jb + 1)))
+        .group_by(joined.c.jb, mb.c.b),
+    )
+    stats: dict[int, tuple[int, int, int]] = {}
+    cells: dict[tuple[int, int], int] = {}
+    buyers_all = repeat_all = 0
+    for part, k1, k2, v1, v2, v3 in session.execute(parts):
+        if part == 0:
+            stats[int(k1)] = (_int(v1), _int(v2), _int(v3))
+        elif part == 1:
+            buyers_all, repeat_all = _int(v1), _int(v2)
+        else:
+            cells[(int(k1), int(k2))] = _int(v1)
     rows = []
     for i, per in enumerate(shown, start=1):
         buyers, repeaters, retained = stats.get(i, (0, 0, 0))
@@ -463,37 +497,8 @@ def retention(
             "churn_rate": None if rate is None else round(1 - rate, 4),
             "repeat_buyers": repeaters, "repeat_rate": ratio(repeaters, buyers),
         })
-    # Repeat-purchase rate over the shown range: buyers with 2+ purchases in it.
-    shown_range = and_(COUNTED, P.c.occurred_at >= bounds[1], P.c.occurred_at < hi)
-    per_buyer = select(P.c.member_id, func.count().label("n")).where(shown_range).group_by(
-        P.c.member_id).subquery()
-    buyers_all, repeat_all = session.execute(
-        select(func.count(), func.coalesce(func.sum(case((per_buyer.c.n >= 2, 1), else_=0)), 0))
-    ).one()
-    # Cohorts: members (any status but merged) by join period; share buying k periods later.
-    cb = bounds[1:]
-    joined = (
-        select(M.c.id.label("member_id"), bucket(M.c.joined_at, cb).label("jb"))
-        .where(M.c.merged_into_id.is_(None), M.c.joined_at >= cb[0], M.c.joined_at < min(cb[-1], cap))
-        .subquery()
-    )
-    active = (
-        select(P.c.member_id, bucket(P.c.occurred_at, cb).label("pb"))
-        .where(COUNTED, P.c.occurred_at >= cb[0], P.c.occurred_at < hi)
-        .distinct()
-        .subquery()
-    )
     sizes = {int(r[0]): _int(r[1]) for r in session.execute(
         select(joined.c.jb, func.count()).group_by(joined.c.jb))}
-    cells = {
-        (int(r[0]), int(r[1])): _int(r[2])
-        for r in session.execute(
-            select(joined.c.jb, active.c.pb, func.count(distinct(joined.c.member_id)))
-            .select_from(joined.join(active, active.c.member_id == joined.c.member_id))
-            .where(active.c.pb >= joined.c.jb)
-            .group_by(joined.c.jb, active.c.pb)
-        )
-    }
     n = len(shown)
     cohorts = []
     for j, per in enumerate(shown):
@@ -506,8 +511,8 @@ def retention(
                         "shares": shares})
     return {
         "unit": unit, "from": shown[0].start, "to": shown[-1].end, "periods": rows,
-        "buyers": _int(buyers_all), "repeat_buyers": _int(repeat_all),
-        "repeat_rate": ratio(_int(repeat_all), _int(buyers_all)),
+        "buyers": buyers_all, "repeat_buyers": repeat_all,
+        "repeat_rate": ratio(repeat_all, buyers_all),
         "cohorts": cohorts,
     }
 
