@@ -335,3 +335,23 @@ def _finish(a: AppContext, fmt: Any, counts: dict, rejects: Path | None, dry_run
                 + ("; dry run: nothing was written" if dry_run else ""))
     if a.format(fmt and fmt.value) == "json":
         out.write_text(to_json({**counts, "rejects": str(rejects) if rejects else None}) + "\n")
+
+
+def activate_due_pending(a: AppContext, member: str) -> None:
+    """Make a member's pending points available if their holding period is over.
+
+    For look-ups (`points balance`, `members show`): a short write transaction of its own,
+    opened only when the member has pending points that are due, so that an ordinary
+    look-up stays a read and never waits for a writer.
+    """
+    from loyaltyctl.services import ledger
+    from loyaltyctl.services.members import resolve_member
+    from loyaltyctl.services.returns import has_due_pending
+
+    region = a.config.program.phone_region
+    with a.session() as s:
+        m = resolve_member(session=s, key=member, region=region)
+        due = m.pending != 0 and has_due_pending(session=s, member_id=m.id, now=a.now)
+    if due:
+        with a.session(write=True) as s:
+            ledger.activate_pending(session=s, now=a.now, member_ids=[m.id], config=a.config)

@@ -792,3 +792,12 @@ class _RefundParser:
             return None
         return RefundRequest(ref=ref, purchase_ref=purchase_ref, amount=amount, occurred_at=at,
                              row=n, note=note or None)
+
+
+def has_due_pending(*, session: Session, member_id: int, now: datetime) -> bool:
+    """Whether the member has pending entries whose holding period is over."""
+    return session.execute(
+        select(LedgerEntry.id).where(
+            LedgerEntry.member_id == member_id, LedgerEntry.pending_until.is_not(None),
+            LedgerEntry.pending_until <= now).limit(1)
+    ).first() is not None
