@@ -172,7 +172,7 @@ def rfm(
         "r": r.r_score, "f": r.f_score, "m": r.m_score, "rfm": r.rfm_score,
         "segment": r.segment,
     } for r in rows]
-    a.out(output).rows(out, fmt=f, title=title, empty="no members with purchases match", columns=[
+    cols = [
         Col("code"), Col("name"), Col("first_purchase", "First"), Col("last_purchase", "Last"),
         Col("purchase_days", "Days", justify="right"), Col("frequency", "Freq", justify="right"),
         Col("recency", "Recency", justify="right"), Col("age", "Age (T)", justify="right"),
@@ -180,7 +180,11 @@ def rfm(
         Col("monetary", f"Monetary ({currency})", justify="right", fmt=money),
         Col("total_spend", f"Spend ({currency})", justify="right", fmt=money),
         Col("r", "R", justify="right"), Col("f", "F", justify="right"),
-        Col("m", "M", justify="right"), Col("rfm", "RFM"), Col("segment")])
+        Col("m", "M", justify="right"), Col("rfm", "RFM"), Col("segment")]
+    if table:  # the three digits of RFM say what R, F and M would on a narrow screen
+        cols = [c for c in cols if c.key not in ("r", "f", "m")]
+    a.out(output).rows(out, fmt=f, title=title, empty="no members with purchases match",
+                       columns=cols)
 
 
 def _parse_rate(text: str) -> float:
@@ -254,8 +258,7 @@ def clv(
     point_value = a.config.program.point_value
     with a.session() as s:
         rows = svc.member_rfm(session=s, tz=tz, reference_day=reference, start=lo, end=hi)
-        kept = svc.points_cost(session=s, member_ids=[r.member_id for r in rows],
-                               until=hi)
+        kept = svc.points_cost(session=s, member_ids=[r.member_id for r in rows], before=hi)
     f = a.format(fmt and fmt.value)
     out: list[dict[str, Any]] = []
     for r in rows:
@@ -296,6 +299,9 @@ def clv(
                      fmt=lambda v: f"{v:.2f}"),
                  Col("expected_spend", f"Exp. spend ({currency})", justify="right", fmt=money),
                  Col("expected_value", f"Exp. value ({currency})", justify="right", fmt=money)]
+    if f == "table" and "bgnbd" in info:
+        # The history columns behind the forecast are in `reports rfm`; keep the screen readable.
+        cols = [c for c in cols if c.key not in ("first_purchase", "frequency", "recency", "age")]
     caption = _model_line(info)
     if f == "table":
         o.rows(out, fmt=f, columns=cols, empty="no members with purchases",

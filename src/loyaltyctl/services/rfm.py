@@ -283,8 +283,8 @@ def segment_summary(rows: Sequence[MemberRfm]) -> list[dict[str, Any]]:
 # -- historical value (for CLV) ------------------------------------------------------------
 
 
-def points_cost(*, session: Session, member_ids: Sequence[int], until: datetime) -> dict[int, int]:
-    """Points each member was given and kept, up to `until`: every ledger entry except
+def points_cost(*, session: Session, member_ids: Sequence[int], before: datetime) -> dict[int, int]:
+    """Points each member was given and kept, before `before`: every ledger entry except
     redemptions and their reversals, i.e. credits net of clawbacks, cancellations and
     expiries, which equals what they redeemed plus what they still hold (a liability)."""
     from sqlalchemy import func, select
@@ -295,7 +295,7 @@ def points_cost(*, session: Session, member_ids: Sequence[int], until: datetime)
         return {}
     L = LedgerEntry.__table__.c
     q = (select(L.member_id, func.sum(L.points))
-         .where(L.effective_at <= until, L.kind.not_in(("redeem", "reversal")))
+         .where(L.effective_at < before, L.kind.not_in(("redeem", "reversal")))
          .group_by(L.member_id))
     wanted = set(member_ids)
     return {mid: int(pts) for mid, pts in session.execute(q) if mid in wanted}
