@@ -556,6 +556,29 @@ def test_revenue_by_month(rc: Club) -> None:
     assert "Revenue" in t and "Points issued" in t and "43,000" in t
 
 
+def test_tables_and_charts_on_a_terminal(rc: Club) -> None:
+    def table(*args: str) -> str:
+        return rc.ok("--as-of", "2026-03-31", "reports", *args).stdout
+
+    t = table("tiers", "--from", "2026-02-01")
+    assert "3 initial, 2 upgrade(s), 1 downgrade(s)" in t and "Members per tier" in t
+    bronze = next(line for line in t.splitlines() if line.startswith("Bronze │"))
+    silver = next(line for line in t.splitlines() if line.startswith("Silver │"))
+    assert bronze.endswith(" 3") and silver.endswith(" 1")
+    # 100 columns (the chart's cap) - "Bronze │" - " 3" - 1 spare = 89 cells for 3 members;
+    # 1 member: 89/3 = 29 5/8 cells.
+    assert bronze.count("█") == 89 and silver.count("█") == 29 and "█▋ " in silver
+    t = table("campaigns")
+    assert "Attributable revenue" in t and "37.9%" in t and "14,500" in t
+    assert next(line for line in t.splitlines() if line.startswith("springax │")).endswith("28,000")
+    t = table("top", "--limit", "2")
+    assert "Top 2 by spend, the beginning to 2026-03-31" in t
+    assert next(line for line in t.splitlines() if line.startswith("A │")).endswith("60,000")
+    t = table("birthdays")
+    assert "Dara Daneshvar" in t and "2026-04-02" in t and "****-**-**" in t
+    assert "1990" not in t and "1234567" not in t
+
+
 # -- time zone and Jalali calendar ---------------------------------------------------------
 
 TEHRAN_JALALI = CONFIG.replace('timezone = "UTC"', 'timezone = "Asia/Tehran"\ncalendar = "jalali"')
@@ -572,7 +595,8 @@ def test_jalali_months_in_tehran_time(club: Club) -> None:
             "--at", "1404-11-30T23:00")
     club.ok("--as-of", "1404-12-01", "purchases", "record", "J", "3,000", "--ref", "J2",
             "--at", "1404-12-01T00:30")
-    assert club.query("SELECT ref, occurred_at FROM purchases ORDER BY ref")[1][1] is not None
+    stored = {r[0]: str(r[1])[:16] for r in club.query("SELECT ref, occurred_at FROM purchases")}
+    assert stored == {"J1": "2026-02-19 19:30", "J2": "2026-02-19 21:00"}
     rows = report(club, "revenue", "--from", "1404-11-01", "--to", "1404-12-10", as_of="1404-12-10")
     assert [(r["period"], r["from"], r["to"], r["revenue"]) for r in rows] == [
         ("1404-11", "2026-01-21", "2026-02-19", 7000),

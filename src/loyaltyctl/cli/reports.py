@@ -264,8 +264,8 @@ def tiers_(
         Col("tier"), Col("name"), Col("members"), Col("share", fmt=_pct),
         Col("upgraded_to", "Upgraded to"), Col("downgraded_to", "Downgraded to")],
         title=f"Tiers at {a.show_date(data['to'])}: {data['members']:,} members; "
-              f"{data['upgrades']:,} upgrade(s), {data['downgrades']:,} downgrade(s) "
-              f"from {_span(a, data['from'], data['to'])}")
+              f"{data['initial']:,} initial, {data['upgrades']:,} upgrade(s), "
+              f"{data['downgrades']:,} downgrade(s) from {_span(a, data['from'], data['to'])}")
     changes = None
     if data["changes"]:
         changes = data_table(data["changes"], [
