@@ -69,22 +69,38 @@ def stats(ctx: typer.Context, fmt: FormatOpt = None, output: OutputOpt = None) -
 @app.command()
 def backup(
     ctx: typer.Context,
-    target: Annotated[str, typer.Argument(help="Backup file to write.")],
+    target: Annotated[str, typer.Argument(help="Backup file to write (created with mode 0600).")],
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file.")] = False,
 ) -> None:
-    """Copy the database while it is in use (SQLite online backup; pg_dump for PostgreSQL).
+    """Copy the database while it is in use: SQLite online backup, or pg_dump for PostgreSQL.
 
     Example: loyaltyctl db backup /backups/loyalty-$(date +%F).db
-    Restore SQLite by copying the file back over the database (with no loyaltyctl running);
-    restore PostgreSQL with `pg_restore -d DBNAME FILE`.
+
+    The file is readable by its owner only and appears only when complete. pg_dump is taken
+    from PATH, else from /usr/lib/postgresql/<version>/bin; it must be the server's major
+    version or newer. The backup is recorded in the audit trail.
+
+    Restore, SQLite: stop every loyaltyctl run (and cron), delete loyalty.db-wal and
+    loyalty.db-shm beside the database if they exist, copy the backup over the database
+    file (cp backup.db loyalty.db && chmod 600 loyalty.db), then run `loyaltyctl db check`.
+
+    Restore, PostgreSQL (a custom-format dump): stop every loyaltyctl run, then
+    `pg_restore --clean --if-exists --no-owner --single-transaction -d DBNAME FILE`
+    (DBNAME may be a URI such as postgresql://user@host:5432/loyalty; the password comes
+    from PGPASSWORD or ~/.pgpass), then `loyaltyctl db upgrade` and `loyaltyctl db check`.
     """
     from pathlib import Path
 
-    from loyaltyctl.services.dbinfo import backup_database
+    from loyaltyctl.db.engine import mask_url
+    from loyaltyctl.services.dbinfo import prepared_backup
 
     a = get_app(ctx)
-    path = Path(target)
-    result = backup_database(engine=a.engine(), url=a.db_url, target=path, overwrite=overwrite)
-    with a.session(write=True) as s:
-        a.audit(s, command="db backup", details={"target": str(path), "bytes": result})
-    a.out().message(f"backup written to {path} ({result:,} bytes)")
+    path = Path(target).expanduser()
+    # The copy takes its final name only once the audit row is committed: if that fails
+    # (the database is busy, say) no unrecorded backup appears and an older one survives.
+    with prepared_backup(engine=a.engine(), url=a.db_url, target=path, overwrite=overwrite) as size:
+        with a.session(write=True) as s:
+            a.audit(s, command="db backup", target=path.name[:100],
+                    details={"file": str(path.resolve()), "database": mask_url(a.db_url),
+                             "bytes": size})
+    a.out().message(f"backup of {mask_url(a.db_url)} written to {path} ({size:,} bytes)")

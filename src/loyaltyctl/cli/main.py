@@ -47,9 +47,11 @@ class LoyaltyGroup(TyperGroup):
 
             debug = isinstance(ctx.obj, AppContext) and ctx.obj.debug
             if debug:
+                import sys
                 import traceback
 
-                traceback.print_exc()
+                # Masked like every other message: no database password in a traceback.
+                sys.stderr.write(_scrub(traceback.format_exc(), ctx))
             if isinstance(exc, OperationalError) and _busy_error(exc):
                 self._fail(ctx, "the database is busy (locked by another loyaltyctl run or "
                            "another program) past the timeout; nothing was changed. "
@@ -64,8 +66,33 @@ class LoyaltyGroup(TyperGroup):
     @staticmethod
     def _fail(ctx: typer.Context, message: str, code: int) -> None:
         no_color = isinstance(ctx.obj, AppContext) and ctx.obj.no_color
+        message = _scrub(message, ctx)
         typer.secho(f"Error: {message}", err=True, fg=None if no_color else "red")
         raise typer.Exit(int(code))
+
+
+def _scrub(text: str, ctx: typer.Context) -> str:
+    """`text` with any URL password masked, and the database password itself removed
+    wherever a library may have copied it (an error message, a traceback)."""
+    import os
+
+    from loyaltyctl.db.engine import ENV_DB, mask_url
+
+    text = mask_url(text)
+    raw = (ctx.obj.db_opt if isinstance(ctx.obj, AppContext) else None) or os.environ.get(ENV_DB)
+    if raw and "://" in raw:
+        try:
+            from sqlalchemy.engine import make_url
+
+            password = make_url(raw).password
+        except Exception:  # noqa: BLE001 - an unparsable URL: mask_url did what it could
+            password = None
+        if password and len(str(password)) >= 4:
+            from urllib.parse import quote
+
+            for form in {str(password), quote(str(password), safe="")}:
+                text = text.replace(form, "***")
+    return text
 
 
 def _masked(exc: BaseException) -> str:

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 ENV_DB = "LOYALTYCTL_DB"
 DEFAULT_DB_FILENAME = "loyalty.db"
-SQLITE_BUSY_TIMEOUT_S = float(os.environ.get("LOYALTYCTL_BUSY_TIMEOUT", "10"))
+ENV_BUSY_TIMEOUT = "LOYALTYCTL_BUSY_TIMEOUT"
+DEFAULT_BUSY_TIMEOUT_S = 10.0
 
 # The newest schema revision this code knows. Kept here (and checked against Alembic's head
 # by a test) so that ordinary commands need not import Alembic just to compare revisions.
@@ -41,6 +42,26 @@ def mask_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
+def busy_timeout_s() -> float:
+    """Seconds to wait for a lock held by another writer ($LOYALTYCTL_BUSY_TIMEOUT, default 10).
+
+    Read when an engine is made, not at import, so a caller (or a test) can set it per run.
+    """
+    raw = os.environ.get(ENV_BUSY_TIMEOUT, "").strip()
+    if not raw:
+        return DEFAULT_BUSY_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not (0 <= value <= 86_400):
+        raise InvalidInput(
+            f"{ENV_BUSY_TIMEOUT}={raw!r} is not a number of seconds between 0 and 86400",
+            hint=f"set {ENV_BUSY_TIMEOUT} to, for example, 10 (or unset it for the default)",
+        )
+    return value
+
+
 def sqlite_path(url: str) -> Path | None:
     if not url.startswith("sqlite"):
         return None
@@ -53,6 +74,7 @@ def sqlite_path(url: str) -> Path | None:
 def make_engine(url: str) -> Engine:
     from sqlalchemy import create_engine, event
 
+    timeout_s = busy_timeout_s()
     if url.startswith("sqlite"):
         path = sqlite_path(url)
         if path is not None and not path.exists():
@@ -61,7 +83,7 @@ def make_engine(url: str) -> Engine:
             # Created by us, readable by the owner only: the file holds personal data.
             fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
             os.close(fd)
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+        engine = create_engine(url, connect_args={"timeout": timeout_s})
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn, _record):  # noqa: ANN001
@@ -70,7 +92,8 @@ def make_engine(url: str) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+            # PRAGMA takes no bound parameters; the value is an int we computed.
+            cur.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")  # noqa: S608 - int, not input
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
@@ -85,7 +108,20 @@ def make_engine(url: str) -> Engine:
 
         return engine
     if url.startswith("postgresql"):
-        return create_engine(url, pool_pre_ping=False)
+        engine = create_engine(url, pool_pre_ping=False)
+        lock_timeout_ms = str(max(1, int(timeout_s * 1000)))
+
+        @event.listens_for(engine, "connect")
+        def _on_pg_connect(dbapi_conn, _record):  # noqa: ANN001
+            # A statement waiting for a lock (another run's row or table lock) gives up after
+            # the busy timeout with "canceling statement due to lock timeout": exit 6, not a hang.
+            autocommit = dbapi_conn.autocommit
+            dbapi_conn.autocommit = True
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SELECT set_config('lock_timeout', %s, false)", (lock_timeout_ms,))
+            dbapi_conn.autocommit = autocommit
+
+        return engine
     raise InvalidInput(
         f"unsupported database URL {mask_url(url)!r}",
         hint="use a SQLite file path or postgresql+psycopg://user:pass@host/dbname",
