@@ -493,9 +493,12 @@ class _Importer:
         if inserts:
             params = [{**self._merged_values(r, None), "balance": 0, "pending": 0,
                        "created_at": stamp, "updated_at": stamp} for r in inserts]
-            result = self.s.execute(insert(MEMBERS).returning(MEMBERS.c.id, MEMBERS.c.code),
-                                    params)
-            ids = dict((code, mid) for mid, code in result)
+            # Plain executemany (pipelined on PostgreSQL), then the new ids by code: an
+            # INSERT .. RETURNING of thousands of rows is one huge statement for psycopg to
+            # parse, many times slower.
+            self.s.execute(insert(MEMBERS), params)
+            ids = dict(self.s.execute(select(MEMBERS.c.code, MEMBERS.c.id).where(
+                MEMBERS.c.code.in_([r.code for r in inserts]))).all())
             self.result.inserted += len(inserts)
             self.result.inserted_ids.extend(ids[r.code] for r in inserts)
         if updates:
