@@ -236,3 +236,21 @@ def test_event_bad_input_changes_nothing(bclub: Club, args: tuple, code: int, me
     assert r.exit_code == code, r.output
     assert message in r.stderr
     assert bclub.dump() == before
+
+
+@pytest.mark.parametrize(("period", "calendar", "today", "start"), [
+    ("week", "gregorian", "2026-01-07", "2026-01-05"),  # a Wednesday: weeks start on Monday
+    ("week", "jalali", "2026-01-07", "2026-01-03"),     # Jalali weeks start on Saturday
+    ("week", "jalali", "2026-01-03", "2026-01-03"),
+    ("month", "gregorian", "2026-03-21", "2026-03-01"),
+    ("month", "jalali", "2026-03-22", "2026-03-21"),    # 2 Farvardin 1405 -> 1 Farvardin
+    ("year", "jalali", "2026-03-20", "2025-03-21"),     # 29 Esfand 1404 -> 1 Farvardin 1404
+    ("day", "gregorian", "2026-03-20", "2026-03-20"),
+])
+def test_event_periods_follow_the_calendar(period: str, calendar: str, today: str, start: str) -> None:
+    from datetime import date
+
+    from loyaltyctl.services.bonuses import period_start
+
+    assert period_start(period, date.fromisoformat(today), calendar) == date.fromisoformat(start)
+    assert period_start("ever", date.fromisoformat(today), calendar) is None
