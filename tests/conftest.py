@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
+import typer.testing
 from typer.testing import CliRunner
 
 from loyaltyctl.cli.main import app
@@ -24,6 +25,21 @@ from loyaltyctl.db.migrate import upgrade
 from loyaltyctl.db.models import TABLES_IN_ORDER
 
 PG_URL = os.environ.get("LOYALTYCTL_TEST_PG")
+
+# Typer rebuilds the whole command tree (~0.4 s) on every CliRunner.invoke; build it once
+# per app object for the whole run.
+_built: dict[int, Any] = {}
+_build = typer.testing._get_command
+
+
+def _cached_command(typer_app: Any) -> Any:
+    key = id(typer_app)
+    if key not in _built:
+        _built[key] = _build(typer_app)
+    return _built[key]
+
+
+typer.testing._get_command = _cached_command
 BACKEND = "postgresql" if PG_URL else "sqlite"
 
 # A minimal, hand-checkable program: 1 point per 1,000 rials, no minimum, UTC, never expires

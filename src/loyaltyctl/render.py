@@ -132,12 +132,14 @@ class Output:
         if fmt == "table":
             from rich.table import Table
 
+            from rich.text import Text
+
             t = Table(show_header=False, title=title, box=None, pad_edge=False)
             t.add_column(style="bold")
             t.add_column()
             for k, v in record.items():
                 label = (labels or {}).get(k) or k.replace("_", " ").capitalize()
-                t.add_row(label, _cell(Col(k), v))
+                t.add_row(Text(label), Text(_cell(Col(k), v)))
             self._print(t)
         elif fmt == "json":
             self.write_text(to_json(record) + "\n")
@@ -161,6 +163,7 @@ def _render_table(out: Output, rows, cols, title, empty, caption) -> None:  # no
         out.message(empty)
         return
     from rich.table import Table
+    from rich.text import Text
 
     t = Table(title=title, caption=caption, header_style="bold")
     for c in cols:
@@ -168,7 +171,8 @@ def _render_table(out: Output, rows, cols, title, empty, caption) -> None:  # no
                      ("right" if isinstance(rows[0].get(c.key), int | float | Decimal)
                       and not isinstance(rows[0].get(c.key), bool) else "left"))
     for r in rows:
-        t.add_row(*(_cell(c, r.get(c.key)) for c in cols))
+        # Text, not str: data such as "[redacted]" or a name with brackets is not markup.
+        t.add_row(*(Text(_cell(c, r.get(c.key))) for c in cols))
     out._print(t)
 
 
