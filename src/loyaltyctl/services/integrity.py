@@ -111,6 +111,63 @@ _CHECKS: list[tuple[str, str, str]] = [
         WHERE refunded_amount < 0 OR refunded_amount > amount OR amount < 0
         """,
     ),
+    # Purchases, redemptions and expiry (services/purchases.py, points.py, rewards.py).
+    (
+        "purchase_points",
+        "a purchase's recorded points equal the points of its earn lot",
+        """
+        SELECT p.ref, p.points, COALESCE(e.total, 0)
+        FROM purchases p
+        LEFT JOIN (SELECT purchase_id, SUM(points) AS total FROM ledger_entries
+                   WHERE kind = 'earn' AND purchase_id IS NOT NULL
+                   GROUP BY purchase_id) e ON e.purchase_id = p.id
+        WHERE p.points <> COALESCE(e.total, 0)
+        """,
+    ),
+    (
+        "earn_purchase",
+        "every earn lot belongs to a purchase of the same member",
+        """
+        SELECT e.id, e.member_id, p.member_id
+        FROM ledger_entries e
+        LEFT JOIN purchases p ON p.id = e.purchase_id
+        WHERE e.kind = 'earn' AND (p.id IS NULL OR p.member_id <> e.member_id)
+        """,
+    ),
+    (
+        "entry_sign",
+        "credits are lots with positive points; redemptions, expiries, clawbacks and "
+        "cancellations are negative and not lots",
+        """
+        SELECT id, kind, points, remaining FROM ledger_entries
+        WHERE (kind IN ('earn', 'signup', 'birthday', 'referral', 'event', 'campaign', 'opening')
+               AND (points <= 0 OR remaining IS NULL))
+           OR (kind IN ('redeem', 'expire', 'clawback', 'cancel')
+               AND (points >= 0 OR remaining IS NOT NULL)
+               -- a refund with nothing to claw back still records its ref: a 0-point clawback
+               AND NOT (kind = 'clawback' AND points = 0 AND remaining IS NULL))
+           OR (kind = 'adjust' AND (points = 0 OR (points > 0) <> (remaining IS NOT NULL)))
+        """,
+    ),
+    (
+        "expire_source",
+        "an expiry entry closes one lot of the same member, for at most the lot's points",
+        """
+        SELECT e.id, e.source_id, -e.points, l.points
+        FROM ledger_entries e
+        LEFT JOIN ledger_entries l ON l.id = e.source_id
+        WHERE e.kind = 'expire' AND (l.id IS NULL OR l.remaining IS NULL
+              OR l.member_id <> e.member_id OR -e.points > l.points)
+        """,
+    ),
+    (
+        "redeem_item",
+        "a redemption is a points discount (no item) or names its reward, and carries its ref",
+        """
+        SELECT id, item_code, ref FROM ledger_entries
+        WHERE kind = 'redeem' AND (ref IS NULL OR item_code = '')
+        """,
+    ),
 ]
 
 
