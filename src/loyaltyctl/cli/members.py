@@ -132,24 +132,71 @@ def add(
 @app.command()
 def show(ctx: typer.Context, member: MemberArg, show_pii: ShowPiiOpt = False,
          fmt: FormatOpt = None, output: OutputOpt = None) -> None:
-    """One member's record: status, contact, tier, balance, referrals.
+    """The support screen: who, tier and progress, points, what expires soon, recent history.
+
+    Finds the member by code, card, phone (any format, Persian digits too) or e-mail and
+    shows contact data (masked unless --show-pii, which is audited), status, tier with the
+    progress to the next one and how long it is kept, the balance and its money value,
+    pending points, points expiring within 30 days per date, the last 10 ledger entries
+    with the running balance, and the referrals made. --format json: the same as one object.
 
     Example: loyaltyctl members show 0912 345 6789
     """
-    from loyaltyctl.services.members import member_profile, resolve_member
+    # Kept light for support staff: one read session, a handful of per-member queries.
+    from loyaltyctl.services.members import resolve_member
+    from loyaltyctl.services.returns import has_due_pending
+    from loyaltyctl.services.support import member_screen
 
     a = get_app(ctx)
     f = a.format(fmt and fmt.value)
-    from loyaltyctl.cli.returns import activate_due_pending
-
-    activate_due_pending(a, member)  # pending points whose holding period is over
+    data = None
     with a.session() as s:
         m = resolve_member(session=s, key=member, region=_region(a))
-        assert m.id is not None
-        profile = member_profile(session=s, member_id=m.id)
+        if not (m.pending and has_due_pending(session=s, member_id=m.id, now=a.now)):
+            data = member_screen(session=s, config=a.config, member=m, now=a.now, today=a.today)
+    if data is None:
+        # Pending points whose holding period is over become available first (a short
+        # write of their own, only when some are due), then the screen is read afresh.
+        from loyaltyctl.cli.returns import activate_due_pending
+
+        activate_due_pending(a, member)
+        with a.session() as s:
+            m = resolve_member(session=s, key=member, region=_region(a))
+            data = member_screen(session=s, config=a.config, member=m, now=a.now, today=a.today)
     if show_pii:
-        _audit_pii(a, "members show", profile["code"], 1)
-    _render_profile(a, profile, show_pii=show_pii, fmt=f, output=output)
+        _audit_pii(a, "members show", data["code"], 1)
+    _render_screen(a, data, show_pii=show_pii, fmt=f, output=output)
+
+
+def _render_screen(a: AppContext, data: dict[str, Any], *, show_pii: bool, fmt: str,
+                   output: Path | None) -> None:
+    from loyaltyctl.pii import mask_record
+
+    # Masked, but a value that is not there stays null (not an empty string).
+    shown = data if show_pii else {k: (None if data.get(k) is None else v)
+                                   for k, v in mask_record(data).items()}
+    out = a.out(output)
+    if fmt == "json":
+        out.record(shown, fmt=fmt)
+    elif fmt == "csv":
+        # One row: nested figures flattened (tier_progress_*), lists as JSON text.
+        from loyaltyctl.render import to_json_line
+
+        flat: dict[str, Any] = {}
+        for k, v in shown.items():
+            if isinstance(v, dict):
+                flat.update({f"{k}_{kk}": vv for kk, vv in v.items()})
+            elif isinstance(v, list) and k != "tags":
+                flat[k] = to_json_line(v)
+            elif isinstance(v, list):
+                flat[k] = ",".join(v)
+            else:
+                flat[k] = v
+        out.rows([flat], fmt=fmt)
+    else:
+        from loyaltyctl.support_screen import render_member_screen
+
+        out.print(render_member_screen(shown, show_date=a.show_date, show_time=a.show_time))
 
 
 @app.command("list")

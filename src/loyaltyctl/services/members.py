@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Table, func, or_, select, update
+from sqlalchemy import Table, case, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -372,11 +372,11 @@ def member_record(m: Member) -> dict[str, Any]:
     }
 
 
-def member_profile(*, session: Session, member_id: int) -> dict[str, Any]:
-    """Everything the member screen shows about one member.
-
-    Today: the record, who referred them, how many they referred, what they were merged
-    into. The support screen adds tier progress, expiring points and recent history here.
+def member_profile(*, session: Session, member_id: int,
+                   now: datetime | None = None) -> dict[str, Any]:
+    """The member's record, who referred them, how many they referred and how many of those
+    bought (a purchase not refunded in full, up to `now` when given), what they were merged
+    into. The support screen (`services/support.py`) adds tier progress, points and history.
     """
     m = session.get(Member, member_id)
     if m is None:
@@ -388,9 +388,17 @@ def member_profile(*, session: Session, member_id: int) -> dict[str, Any]:
             MEMBERS.c.id.in_([i for i in (m.referred_by_id, m.merged_into_id) if i]))
     ).all()) if (m.referred_by_id or m.merged_into_id) else {}
     profile["referred_by"] = ref_codes.get(m.referred_by_id)
-    profile["referrals"] = session.execute(
-        select(func.count()).select_from(MEMBERS).where(MEMBERS.c.referred_by_id == m.id)
-    ).scalar_one()
+    purchases = Purchase.__table__  # type: ignore[attr-defined]
+    bought = exists().where(purchases.c.member_id == MEMBERS.c.id,
+                            purchases.c.refunded_amount < purchases.c.amount)
+    if now is not None:
+        bought = bought.where(purchases.c.occurred_at <= now)
+    referrals, buyers = session.execute(
+        select(func.count(), func.count(case((bought, 1))))
+        .select_from(MEMBERS).where(MEMBERS.c.referred_by_id == m.id)
+    ).one()
+    profile["referrals"] = int(referrals)
+    profile["referred_buyers"] = int(buyers)
     profile["merged_into"] = ref_codes.get(m.merged_into_id)
     profile["created_at"] = m.created_at
     profile["updated_at"] = m.updated_at
