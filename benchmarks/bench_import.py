@@ -91,6 +91,8 @@ def baseline_sqlite(db: Path, purchases: Path) -> None:
     conn.execute("PRAGMA synchronous=NORMAL")
     member_ids = dict(conn.execute("SELECT code, id FROM members"))
     conn.execute("BEGIN IMMEDIATE")
+    base = conn.execute("SELECT COALESCE(MAX(id), 0) FROM purchases").fetchone()[0]
+    lbase = conn.execute("SELECT COALESCE(MAX(id), 0) FROM ledger_entries").fetchone()[0]
     buf_p, buf_l = [], []
     now = "2027-01-01 00:00:00.000000"
 
@@ -108,8 +110,8 @@ def baseline_sqlite(db: Path, purchases: Path) -> None:
 
     for i, mid, ref, amount, at, category, channel, points in _baseline_rows(purchases, member_ids):
         ts = at + ".000000"
-        buf_p.append((i, mid, ref, amount, ts, category, channel, points, now))
-        buf_l.append((i, mid, points, ts, points, i, ref, "purchase:" + ref, now))
+        buf_p.append((base + i, mid, ref, amount, ts, category, channel, points, now))
+        buf_l.append((lbase + i, mid, points, ts, points, base + i, ref, "purchase:" + ref, now))
         if len(buf_p) >= 20_000:
             flush()
     flush()

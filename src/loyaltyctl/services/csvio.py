@@ -18,6 +18,7 @@ import io
 import json
 import sys
 from collections.abc import Iterator, Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
 
@@ -194,6 +195,12 @@ class TableReader:
         positions = self._positions
         width = self._width
         reader = self._csv
+        present = [p for p in positions if p is not None]
+        # The common case, in C: every absent column is an optional one at the end.
+        tail = len(positions) - len(present)
+        fast = positions[:len(present)] == present and len(present) > 1
+        pick = itemgetter(*present) if fast else None
+        pad: tuple[None, ...] = (None,) * tail
         n = 1
         while True:
             try:
@@ -205,15 +212,16 @@ class TableReader:
                 raise InvalidInput(f"{self.name}: row {n + 1}: {exc}",
                                    hint="check the quoting of this row") from None
             n += 1
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
-                continue  # blank line
             if len(fields) != width:
-                if len(fields) > width and not any(f.strip() for f in fields[width:]):
-                    pass  # trailing empty fields
-                else:
+                if not fields or (len(fields) == 1 and not fields[0].strip()):
+                    continue  # blank line
+                if len(fields) < width or any(f.strip() for f in fields[width:]):
                     yield n, None, f"has {len(fields)} fields, the header has {width}"
                     continue
-            yield n, tuple(None if p is None else fields[p] for p in positions), None
+            if pick is not None:
+                yield n, pick(fields) + pad, None
+            else:
+                yield n, tuple(None if p is None else fields[p] for p in positions), None
 
     def _iter_jsonl(self) -> Iterator[Row]:
         assert self._text is not None

@@ -28,6 +28,7 @@ skipped); a later copy with different data is rejected. A ref imported by an ear
 from __future__ import annotations
 
 import json
+from bisect import bisect_right
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -134,6 +135,7 @@ class _Parsers:
         self._terms: dict[datetime, tuple | None] = {}
         self._names: dict[str | None, str | None] = {}
         self._points: dict[tuple, tuple[int, str | None]] = {}
+        self._points_limit = 20_000
         self._campaigns = {c.code: c for c in config.campaigns}
 
     def money(self, s: str) -> int:
@@ -220,7 +222,7 @@ class _Parsers:
                                      category=category, tier_multiplier=multiplier,
                                      campaigns=campaigns)
             hit = self._points[key] = (earned.points, earned.campaign)
-            if len(self._points) > _CACHE_LIMIT:
+            if len(self._points) > self._points_limit:
                 self._points.clear()
         return hit
 
@@ -231,7 +233,7 @@ _HOUR_END = timedelta(minutes=59, seconds=59, microseconds=999_999)
 # -- the database side -----------------------------------------------------------------------
 
 
-SQLITE_CACHE_KIB = 64 * 1024
+SQLITE_CACHE_KIB = 32 * 1024
 
 
 def _iso_ts(v: datetime | None) -> str | None:
@@ -284,36 +286,40 @@ class _Store:
             self.conn.exec_driver_sql(f"PRAGMA cache_size = {int(self._cache_size)}")
             self._cache_size = None
 
-    # Parameter lists: one JSON array on SQLite (json_each), one array on PostgreSQL, so
-    # a batch of 50,000 refs is still a single bound parameter.
-    def _in(self, column: str, name: str) -> str:
+    # Hot look-ups go straight to the driver (same connection, same transaction): a batch
+    # of refs is one bound parameter, a JSON array on SQLite (json_each), an array on
+    # PostgreSQL (= ANY), and rows come back as plain tuples.
+    def _fetch(self, sql: str, values: Sequence[Any]) -> list[tuple]:
+        """Rows of `sql`, whose one parameter, written `IN {}`, is the list `values`."""
+        raw = self.conn.connection.driver_connection
         if self.pg:
-            return f"{column} = ANY(:{name})"
-        return f"{column} IN (SELECT value FROM json_each(:{name}))"
+            with raw.cursor() as cur:
+                cur.execute(sql.replace("IN {}", "= ANY(%s)"), (list(values),))
+                return cur.fetchall()
+        return raw.execute(sql.replace("IN {}", "IN (SELECT value FROM json_each(?))"),
+                           (json.dumps(list(values)),)).fetchall()
 
-    def _list(self, values: Sequence[Any]) -> Any:
-        return list(values) if self.pg else json.dumps(list(values))
-
-    def existing_refs(self, refs: Sequence[str]) -> dict[str, tuple]:
-        """{ref: (id, member_id, amount, occurred_at, category, channel)} for known refs."""
+    def existing_refs(self, refs: Sequence[str]) -> dict[str, int]:
+        """{ref: purchase id} for the refs that exist."""
         if not refs:
             return {}
-        rows = self.conn.execute(
-            text("SELECT ref, id, member_id, amount, occurred_at, category, channel "
-                 "FROM purchases WHERE " + self._in("ref", "refs")),
-            {"refs": self._list(refs)},
-        )
+        return dict(self._fetch("SELECT ref, id FROM purchases WHERE ref IN {}", refs))
+
+    def purchase_facts(self, ids: Sequence[int]) -> dict[int, tuple]:
+        """{id: (member_id, amount, occurred_at, category, channel)}."""
+        if not ids:
+            return {}
+        rows = self._fetch("SELECT id, member_id, amount, occurred_at, category, channel "
+                           "FROM purchases WHERE id IN {}", ids)
         return {r[0]: tuple(r[1:]) for r in rows}
 
     def members(self, ids: Sequence[int]) -> dict[int, tuple]:
         """{id: (code, status, tier, balance, merged_into_id)}, locked on PostgreSQL."""
         if not ids:
             return {}
-        rows = self.conn.execute(
-            text("SELECT id, code, status, tier, balance, merged_into_id FROM members WHERE "
-                 + self._in("id", "ids") + (" ORDER BY id FOR UPDATE" if self.pg else "")),
-            {"ids": self._list(ids)},
-        )
+        rows = self._fetch("SELECT id, code, status, tier, balance, merged_into_id FROM members "
+                           "WHERE id IN {}" + (" ORDER BY id FOR UPDATE" if self.pg else ""),
+                           ids)
         return {r[0]: tuple(r[1:]) for r in rows}
 
     def next_ids(self, table: str, n: int) -> list[int]:
@@ -385,7 +391,11 @@ class _IdRanges:
                 self.ranges.append([i, i])
 
     def __contains__(self, i: int) -> bool:
-        return any(lo <= i <= hi for lo, hi in self.ranges)
+        ranges = self.ranges
+        if not ranges or i < ranges[0][0]:  # the usual answer: written before this run
+            return False
+        k = bisect_right(ranges, [i, float("inf")]) - 1
+        return k >= 0 and ranges[k][0] <= i <= ranges[k][1]
 
 
 # -- members ---------------------------------------------------------------------------------
@@ -426,7 +436,7 @@ def _inactive_reason(code: str, status: str, merged_into: int | None) -> str:
 # -- the import ------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _Parsed:
     row: int
     values: tuple
@@ -436,6 +446,8 @@ class _Parsed:
     occurred_at: datetime
     category: str | None
     channel: str | None
+    at_db: Any = None
+    """occurred_at as the driver is given it."""
     member_id: int = 0
 
 
@@ -554,13 +566,15 @@ class _Import:
             else:
                 candidates.append((n, values, ref))
         existing = self.store.existing_refs(list({c[2] for c in candidates}))
+        mine = self.mine
+        ours = self.store.purchase_facts([i for i in existing.values() if i in mine])
 
         # 2. parse what is new (or repeats a row of this very import).
         parsed: list[_Parsed] = []
         keys: set[str] = set()
         for n, values, ref in candidates:
             prior = existing.get(ref)
-            if prior is not None and prior[0] not in self.mine:
+            if prior is not None and prior not in ours:
                 s.already_imported += 1
                 continue
             p = self._parse(n, values, ref, rejects)
@@ -592,12 +606,13 @@ class _Import:
                 reject((p.row, p.values, _inactive_reason(code, status, merged)))
                 continue
             p.member_id = mid
-            fp = (mid, p.amount, ts(p.occurred_at), p.category, p.channel)
+            p.at_db = at = ts(p.occurred_at)
+            fp = (mid, p.amount, at, p.category, p.channel)
             first = seen.get(p.ref)
             if first is None:
-                prior = existing.get(p.ref)
+                prior = ours.get(existing.get(p.ref, 0))
                 if prior is not None:  # written by an earlier batch of this import
-                    first = (prior[1], prior[2], _db_ts(prior[3], ts), prior[4], prior[5])
+                    first = (prior[0], prior[1], _db_ts(prior[2], ts), prior[3], prior[4])
             if first is not None:
                 if first == fp:
                     s.duplicates += 1
@@ -716,10 +731,7 @@ class _Import:
     def _taken_codes(self, codes: list[str]) -> set[str]:
         if not codes:
             return set()
-        rows = self.store.conn.execute(
-            text("SELECT code FROM members WHERE " + self.store._in("code", "codes")),
-            {"codes": self.store._list(codes)})
-        return {r[0] for r in rows}
+        return {r[0] for r in self.store._fetch("SELECT code FROM members WHERE code IN {}", codes)}
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -749,7 +761,7 @@ class _Import:
                 channel=p.channel, tier=tier) if campaigns else ()
             points, campaign = points_for(p.amount, p.category, tier,
                                           multipliers.get(tier, one), matched)
-            at = ts(p.occurred_at)
+            at = p.at_db
             purchases.append((pid, mid, p.ref, p.amount, currency, at, p.category,
                               p.channel, 0, points, campaign, created_at))
             s.amount += p.amount
@@ -757,7 +769,7 @@ class _Import:
                 pending_until, expires_on = terms(p.occurred_at)
                 # In _Store.L_COLS order, the id added below.
                 lots.append((mid, "earn", points, at, day(expires_on), points,
-                             ts(pending_until), pid, campaign, p.ref, "purchase:" + p.ref,
+                             None if pending_until is None else ts(pending_until), pid, campaign, p.ref, "purchase:" + p.ref,
                              actor, ledger_created))
                 d = deltas.get(mid)
                 if d is None:
