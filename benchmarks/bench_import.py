@@ -25,7 +25,6 @@ import argparse
 import csv
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -60,12 +59,8 @@ def measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, 
     return data["s"], data["kb"] / 1024, data["out"]
 
 
-_ENTRY = ("import sys; import loyaltyctl.cli.purchases_import; from loyaltyctl.cli.main import app; "
-          "sys.argv[0] = 'loyaltyctl'; app()")
-
-
 def cli(club: Path, db: str, *args: str) -> list[str]:
-    return [sys.executable, "-c", _ENTRY, "--config", str(club / "loyalty.toml"),
+    return [sys.executable, "-m", "loyaltyctl", "--config", str(club / "loyalty.toml"),
             "--db", db, "--as-of", AS_OF, *args]
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-import loyaltyctl.cli.purchases_import  # noqa: F401 - registers "purchases import" (also done by cli/purchases.py)
 from conftest import Club
 
 HEADER = "ref,member,amount,occurred_at,category,channel"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,12 +13,12 @@ from loyaltyctl.cli.options import DryRunOpt, FormatOpt, OutputOpt
 from loyaltyctl.cli.purchases import app
 
 
-class OnError(str, Enum):
+class OnError(str, Enum):  # noqa: UP042 - the same shape as options.Fmt
     abort = "abort"
     skip = "skip"
 
 
-class InputFormat(str, Enum):
+class InputFormat(str, Enum):  # noqa: UP042
     csv = "csv"
     jsonl = "jsonl"
 
@@ -33,15 +33,15 @@ def import_(
     on_error: Annotated[OnError, typer.Option(
         "--on-error", help="abort: any bad row imports nothing (exit 4); "
                            "skip: write bad rows to --rejects and import the rest.")] = OnError.abort,
-    rejects: Annotated[Optional[Path], typer.Option(  # noqa: UP007
+    rejects: Annotated[Path | None, typer.Option(  # noqa: UP007
         "--rejects", dir_okay=False,
         help="Write rejected rows here (CSV, or JSON Lines for .jsonl) with `row` and `reason`.")] = None,
     create_members: Annotated[bool, typer.Option(
         "--create-members", help="Enrol members the file names by an unknown code, phone or "
                                  "e-mail (instead of rejecting their rows).")] = False,
-    input_format: Annotated[Optional[InputFormat], typer.Option(  # noqa: UP007
+    input_format: Annotated[InputFormat | None, typer.Option(  # noqa: UP007
         "--input-format", help="csv or jsonl (default: by extension; .jsonl/.ndjson are JSON Lines).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(  # noqa: UP007
+    batch_size: Annotated[int | None, typer.Option(  # noqa: UP007
         "--batch-size", min=1, max=1_000_000, hidden=True,
         help="Rows per batch (default 20,000, or $LOYALTYCTL_IMPORT_BATCH).")] = None,
     dry_run: DryRunOpt = False,
@@ -50,9 +50,11 @@ def import_(
 ) -> None:
     """Import purchases from a file: points exactly as `purchases record`, in bulk.
 
-    Idempotent by ref: a purchase imported before is skipped ("already imported"); a ref
-    repeated in the file counts once (a copy with different data is rejected). All or
-    nothing by default; rows are numbered as in a spreadsheet (the header is row 1).
+    Idempotent by ref: a purchase imported before is skipped ("already imported").
+
+    A ref repeated in the file counts once; a copy with different data is rejected.
+
+    All or nothing by default. Rows are numbered as in a spreadsheet (header = row 1).
 
     Example: loyaltyctl purchases import pos-2026-11.csv --on-error skip --rejects bad.csv
     """

@@ -28,9 +28,9 @@ skipped); a later copy with different data is rejected. A ref imported by an ear
 from __future__ import annotations
 
 import json
-from bisect import bisect_right
 import os
 import re
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -233,6 +233,8 @@ _HOUR_END = timedelta(minutes=59, seconds=59, microseconds=999_999)
 # -- the database side -----------------------------------------------------------------------
 
 
+_MEMBERS = "SELECT id, code, status, tier, balance, merged_into_id FROM members WHERE id IN {}"
+_MEMBERS_LOCKED = _MEMBERS + " ORDER BY id FOR UPDATE"
 SQLITE_CACHE_KIB = 32 * 1024
 
 
@@ -317,9 +319,8 @@ class _Store:
         """{id: (code, status, tier, balance, merged_into_id)}, locked on PostgreSQL."""
         if not ids:
             return {}
-        rows = self._fetch("SELECT id, code, status, tier, balance, merged_into_id FROM members "
-                           "WHERE id IN {}" + (" ORDER BY id FOR UPDATE" if self.pg else ""),
-                           ids)
+        sql = _MEMBERS_LOCKED if self.pg else _MEMBERS
+        rows = self._fetch(sql, ids)
         return {r[0]: tuple(r[1:]) for r in rows}
 
     def next_ids(self, table: str, n: int) -> list[int]:
@@ -694,7 +695,7 @@ class _Import:
             by_identity[ident] = key
         taken = self._taken_codes([v["code"] for v in new.values()])
         rows = []
-        for ident, key in by_identity.items():
+        for key in by_identity.values():
             values = new[key]
             if values["code"] in taken:
                 bad[key] = f"member: cannot enrol {key!r}: member code {values['code']} is taken"
