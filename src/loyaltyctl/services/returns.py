@@ -55,8 +55,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlmodel import Session
 
 from loyaltyctl.config import Config
@@ -190,13 +191,15 @@ def apply_refunds(
     # 1. Purchases and earlier refunds with the same refs, in one query each.
     if not requests:
         return RefundBatch(outcomes, problems)
+    pt = Purchase.__table__
     purchases = {
         p.ref: p
         for p in session.execute(
-            _for_update(session, select(Purchase).where(
-                Purchase.ref.in_({r.purchase_ref for r in requests})))
-            .execution_options(populate_existing=True)
-        ).scalars()
+            _for_update(session, select(
+                pt.c.id, pt.c.ref, pt.c.member_id, pt.c.amount, pt.c.refunded_amount,
+                pt.c.points, pt.c.occurred_at,
+            ).where(pt.c.ref.in_({r.purchase_ref for r in requests})))
+        ).all()
     }
     existing = {
         row.idem_key: row
@@ -210,7 +213,7 @@ def apply_refunds(
 
     # 2. Check each row in order: repeats, the purchase, what is left of it.
     refunded: dict[int, int] = {p.id: p.refunded_amount for p in purchases.values()}
-    valid: list[tuple[RefundRequest, Purchase, int]] = []
+    valid: list[tuple[RefundRequest, Any, int]] = []  # (request, purchase row, amount)
     for r in requests:
         p = purchases.get(r.purchase_ref)
         first = seen.get(r.ref)
@@ -261,47 +264,44 @@ def apply_refunds(
     # 3. Lock, activate what is due and expire what is due for every member concerned, so
     #    the state below is today's.
     pids = sorted({p.id for _, p, _ in valid})
-    full_pids = {p.id for p in purchase_by_id.values()
-                 if p.id in pids and refunded[p.id] >= p.amount}
+    full_pids = {pid for pid in pids if refunded[pid] >= purchase_by_id[pid].amount}
     ref_lots_members = [
         row[0] for row in session.execute(
-            select(LedgerEntry.member_id).where(
-                LedgerEntry.kind == "referral", LedgerEntry.purchase_id.in_(sorted(full_pids)),
-                LedgerEntry.remaining.is_not(None))
-        ).all()
+            select(LedgerEntry.member_id, LedgerEntry.kind).where(
+                LedgerEntry.purchase_id.in_(sorted(full_pids)), LedgerEntry.remaining.is_not(None))
+        ).all() if row[1] == "referral"
     ] if full_pids else []
     member_ids = sorted({p.member_id for _, p, _ in valid} | set(ref_lots_members))
     lock_members(session, member_ids)
-    ledger.activate_pending(session=session, now=now, member_ids=member_ids, config=config)
+    # Only members with pending points can have any that are due (cheap: no ledger scan).
+    with_pending = [row[0] for row in session.execute(
+        select(Member.id).where(Member.id.in_(member_ids), Member.pending != 0)).all()]
+    ledger.activate_pending(session=session, now=now, member_ids=with_pending, config=config)
     ledger.expire_due(session=session, as_of=today, now=now, actor=actor, member_ids=member_ids)
     codes.update(_member_codes(session, member_ids))
 
-    # 4. Lots: every open or pending lot of these members, plus the purchases' own and
-    #    referral lots whatever is left of them; what of them expired and was clawed back.
+    # 4. The purchases' own and referral lots, whatever is left of them; what of them
+    #    expired; what refunds already took back.
     lot_cols = (LedgerEntry.id, LedgerEntry.member_id, LedgerEntry.kind, LedgerEntry.points,
                 LedgerEntry.remaining, LedgerEntry.expires_on, LedgerEntry.pending_until,
                 LedgerEntry.purchase_id)
     lots: dict[int, _Lot] = {}
-    for row in session.execute(
-        select(*lot_cols).where(LedgerEntry.member_id.in_(member_ids), LedgerEntry.remaining > 0)
-    ).all():
-        lots[row.id] = _Lot(*row)
     own_lot: dict[int, _Lot] = {}
     referral_lots: dict[int, list[_Lot]] = {}
+    # (The kinds are picked here, not in SQL: a kind filter lures SQLite onto the kind index.)
     for row in session.execute(
         select(*lot_cols).where(
-            LedgerEntry.purchase_id.in_(pids), LedgerEntry.kind.in_(("earn", "referral")),
-            LedgerEntry.remaining.is_not(None))
+            LedgerEntry.purchase_id.in_(pids), LedgerEntry.remaining.is_not(None))
         .order_by(LedgerEntry.id)
     ).all():
+        if row.kind not in ("earn", "referral"):
+            continue
         lot = lots.setdefault(row.id, _Lot(*row))
         if lot.kind == "earn":
             own_lot.setdefault(lot.purchase_id, lot)
         else:
             referral_lots.setdefault(lot.purchase_id, []).append(lot)
-    key_lot_ids = [lot.id for lot in own_lot.values()] + [
-        lot.id for group in referral_lots.values() for lot in group]
-    expired = _expired_by_lot(session, key_lot_ids)
+    expired = _expired_by_lot(session, list(lots))
     returned_by_lot: dict[int, int] = {}
     returned_own: dict[int, int] = {}
     for pid, source_id, pts in session.execute(
@@ -315,44 +315,21 @@ def apply_refunds(
         else:
             returned_own[pid] = returned_own.get(pid, 0) + int(pts)
 
-    # Usable lots per member in consumption order (earliest-expiring first, never last).
-    usable: dict[int, list[_Lot]] = {}
-    for lot in sorted(lots.values(), key=lambda x: (x.expires_on is None, x.expires_on or date.max, x.id)):
-        if (lot.remaining > 0 and lot.pending_until is None
-                and (lot.expires_on is None or lot.expires_on > today)):
-            usable.setdefault(lot.member_id, []).append(lot)
-
-    # 5. Plan every entry and allocation in memory.
+    # 5. Plan every entry. A pending cancellation takes from its own lot at once; clawbacks
+    #    are allocated afterwards (6), once we know whose lots must be read.
     entries: list[dict] = []
     allocs: list[tuple[int, int, int, int]] = []  # (entry index, member, lot, points)
+    claws: list[tuple[int, int, int, _Lot | None, RefundOutcome | None]] = []
+    """(entry index, member, points, the lot to take first, the outcome its debt counts in)"""
     lot_taken: dict[int, int] = {}
     balance_delta: dict[int, int] = {}
     pending_delta: dict[int, int] = {}
     refunded_delta: dict[int, int] = {}
     stamp = utcnow()
 
-    def take_from(member_id: int, index: int, points: int, first: _Lot | None) -> int:
-        """Allocate up to `points` from the member's usable lots; returns the shortfall."""
-        order = usable.get(member_id, [])
-        if first is not None and first in order:
-            order = [first] + [lot for lot in order if lot is not first]
-        left = points
-        for lot in order:
-            if left <= 0:
-                break
-            n = min(left, lot.remaining)
-            if n <= 0:
-                continue
-            lot.remaining -= n
-            lot_taken[lot.id] = lot_taken.get(lot.id, 0) + n
-            allocs.append((index, member_id, lot.id, n))
-            left -= n
-        usable[member_id] = [lot for lot in usable.get(member_id, []) if lot.remaining > 0]
-        return left
-
-    def add_entry(*, member_id: int, points: int, lot: _Lot | None, purchase: Purchase,
-                  r: RefundRequest, key: str, note: str) -> tuple[int, int]:
-        """Plan one clawback (or pending cancel) of `points`; returns (entry index, debt)."""
+    def add_entry(*, member_id: int, points: int, lot: _Lot | None, purchase: Any,
+                  r: RefundRequest, key: str, note: str, debt_to: RefundOutcome | None) -> None:
+        """Plan one clawback (or pending cancellation) of `points`."""
         pending = lot is not None and lot.pending_until is not None and points > 0
         index = len(entries)
         entries.append({
@@ -364,15 +341,15 @@ def apply_refunds(
             "created_at": stamp,
         })
         if points <= 0:
-            return index, 0
+            return
         if pending:
             lot.remaining -= points
             lot_taken[lot.id] = lot_taken.get(lot.id, 0) + points
             allocs.append((index, member_id, lot.id, points))
             pending_delta[member_id] = pending_delta.get(member_id, 0) - points
-            return index, 0
+            return
         balance_delta[member_id] = balance_delta.get(member_id, 0) - points
-        return index, take_from(member_id, index, points, lot)
+        claws.append((index, member_id, points, lot, debt_to))
 
     decimals = config.program.decimals
     for r, p, amount in valid:
@@ -382,22 +359,22 @@ def apply_refunds(
         e = expired.get(lot.id, 0) if lot is not None else 0
         target = max(0, p.points * total // p.amount - e) if p.amount > 0 else 0
         take = max(0, target - returned_own.get(p.id, 0))
-        if lot is not None and lot.pending_until is not None:
+        pending = lot is not None and lot.pending_until is not None
+        if pending:
             take = min(take, lot.remaining)
         returned_own[p.id] = returned_own.get(p.id, 0) + take
-        note = r.note or (f"refund of {format_money(amount, decimals)} "
-                          f"({format_money(total, decimals)} of {format_money(p.amount, decimals)})"
-                          f" on purchase {p.ref}")
-        _, debt = add_entry(member_id=p.member_id, points=take, lot=lot, purchase=p, r=r,
-                            key=refund_key(r.ref), note=note[:2000])
-        pending = lot is not None and lot.pending_until is not None and take > 0
         out = RefundOutcome(
             ref=r.ref, purchase_ref=p.ref, member_code=codes.get(p.member_id, "?"),
             amount=amount, refunded_total=total, purchase_amount=p.amount,
             purchase_points=p.points, clawed_back=0 if pending else take,
-            cancelled=take if pending else 0, expired_excluded=e, debt=debt,
+            cancelled=take if pending else 0, expired_excluded=e, debt=0,
             full=total >= p.amount, row=r.row,
         )
+        note = r.note or (f"refund of {format_money(amount, decimals)} "
+                          f"({format_money(total, decimals)} of {format_money(p.amount, decimals)})"
+                          f" on purchase {p.ref}")
+        add_entry(member_id=p.member_id, points=take, lot=lot, purchase=p, r=r,
+                  key=refund_key(r.ref), note=note[:2000], debt_to=out)
         if out.full:
             for rl in referral_lots.get(p.id, []):
                 q = max(0, rl.points - expired.get(rl.id, 0) - returned_by_lot.get(rl.id, 0))
@@ -406,21 +383,67 @@ def apply_refunds(
                 if q <= 0:
                     continue
                 returned_by_lot[rl.id] = returned_by_lot.get(rl.id, 0) + q
-                _, rdebt = add_entry(
-                    member_id=rl.member_id, points=q, lot=rl, purchase=p, r=r,
-                    key=referral_clawback_key(r.ref, rl.id),
-                    note=f"referral bonus of fully refunded purchase {p.ref}")
+                own_member = rl.member_id == p.member_id
+                add_entry(member_id=rl.member_id, points=q, lot=rl, purchase=p, r=r,
+                          key=referral_clawback_key(r.ref, rl.id),
+                          note=f"referral bonus of fully refunded purchase {p.ref}",
+                          debt_to=out if own_member else None)
                 out.referral_clawed += q
-                if rl.member_id == p.member_id:
-                    out.debt += rdebt
-                else:
+                if not own_member:
                     out.referral_members.append(codes.get(rl.member_id, "?"))
         outcomes.append(out)
 
-    # 6. Write: entries (ids back in order), allocations, lots, balances, purchases.
+    # 6. Allocate the clawbacks: the lot named first, then the member's other usable lots,
+    #    earliest-expiring first (never-expiring last); the rest is debt. Most refunds are
+    #    covered by their own lot, so the other lots are read only for the members whose
+    #    clawbacks go beyond (found by a dry pass over the first lots alone).
+    def usable(lot: _Lot | None) -> bool:
+        return (lot is not None and lot.remaining > 0 and lot.pending_until is None
+                and (lot.expires_on is None or lot.expires_on > today))
+
+    first_left = {lot.id: lot.remaining for _, _, _, lot, _ in claws if usable(lot)}
+    short: set[int] = set()
+    for _, member_id, points, lot, _ in claws:
+        n = min(points, first_left.get(lot.id, 0)) if lot is not None else 0
+        if n:
+            first_left[lot.id] -= n
+        if n < points:
+            short.add(member_id)
+    others: dict[int, list[_Lot]] = {}
+    if short:
+        for row in session.execute(
+            select(*lot_cols).where(
+                LedgerEntry.member_id.in_(sorted(short)), LedgerEntry.remaining > 0,
+                LedgerEntry.pending_until.is_(None),
+                LedgerEntry.expires_on.is_(None) | (LedgerEntry.expires_on > today))
+        ).all():
+            lot = lots.setdefault(row.id, _Lot(*row))
+            others.setdefault(lot.member_id, []).append(lot)
+        for group in others.values():
+            group.sort(key=lambda x: (x.expires_on is None, x.expires_on or date.max, x.id))
+    for index, member_id, points, first, debt_to in claws:
+        order = [first] if usable(first) else []
+        order += [lot for lot in others.get(member_id, ()) if lot is not first]
+        left = points
+        for lot in order:
+            if left <= 0:
+                break
+            n = min(left, lot.remaining)
+            if n <= 0:
+                continue
+            lot.remaining -= n
+            lot_taken[lot.id] = lot_taken.get(lot.id, 0) + n
+            allocs.append((index, member_id, lot.id, n))
+            left -= n
+        if debt_to is not None:
+            debt_to.debt += left
+
+    # 7. Write: entries, allocations, lots, balances, purchases., allocations, lots, balances, purchases.
     table = LedgerEntry.__table__
-    ids = [row[0] for row in session.execute(
-        insert(table).returning(table.c.id, sort_by_parameter_order=True), entries)]
+    ids = next_ids(session, "ledger_entries", len(entries))
+    for entry_id, entry in zip(ids, entries, strict=True):
+        entry["id"] = entry_id
+    session.execute(insert(table), entries)
     if allocs:
         session.execute(insert(Allocation.__table__), [
             {"member_id": m, "debit_id": ids[i], "lot_id": lot_id, "points": n}
@@ -475,13 +498,32 @@ def refund_purchase(
     return batch.outcomes[0]
 
 
-def _duplicate_outcome(r: RefundRequest, p: Purchase, code: str) -> RefundOutcome:
+def _duplicate_outcome(r: RefundRequest, p: Any, code: str) -> RefundOutcome:
     return RefundOutcome(
         ref=r.ref, purchase_ref=p.ref, member_code=code, amount=0,
         refunded_total=p.refunded_amount, purchase_amount=p.amount, purchase_points=p.points,
         clawed_back=0, cancelled=0, expired_excluded=0, debt=0, duplicate=True, row=r.row,
         full=p.refunded_amount >= p.amount,
     )
+
+
+def next_ids(session: Session, table: str, n: int) -> list[int]:
+    """`n` ids for new rows of `table`, so a batch is one executemany (no RETURNING, which
+    SQLite would answer row by row to keep the order).
+
+    PostgreSQL: from the table's sequence. SQLite: after the current maximum, which nobody
+    else can take meanwhile: a writer holds the database's write lock from BEGIN IMMEDIATE.
+    """
+    if n <= 0:
+        return []
+    if session.get_bind().dialect.name == "postgresql":
+        return [int(v) for v in session.execute(
+            text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"),
+            {"t": table, "n": n}).scalars()]
+    if table not in ("ledger_entries",):
+        raise ValueError(f"no id allocation for table {table!r}")
+    first = session.execute(text("SELECT COALESCE(MAX(id), 0) + 1 FROM ledger_entries")).scalar_one()
+    return list(range(int(first), int(first) + n))
 
 
 def _member_codes(session: Session, member_ids: Sequence[int]) -> dict[int, str]:
