@@ -15,6 +15,7 @@ import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import date, datetime, timedelta
 
 FIRST_NAMES = [
@@ -60,6 +61,7 @@ def _pick(rng: random.Random, weighted: list[tuple[str, float]]) -> str:
     return rng.choices([w[0] for w in weighted], [w[1] for w in weighted])[0]
 
 
+@lru_cache(maxsize=1024)
 def seasonal(d: date) -> float:
     """Demand multiplier for a day: Nowruz (late March) and Yalda (late December) peaks."""
     f = WEEKDAY[d.weekday()]

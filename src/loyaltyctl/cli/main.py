@@ -175,6 +175,7 @@ for _module, _name, _help in GROUPS:
 
 # Top-level commands (init, demo) live in their own module and register on `app`.
 importlib.import_module("loyaltyctl.cli.setup")
+importlib.import_module("loyaltyctl.cli.demo")
 
 
 def run() -> None:
