@@ -43,11 +43,17 @@ def entry_by_key(session: Session, idem_key: str) -> LedgerEntry | None:
 
 
 def _add_balance(session: Session, member_id: int, *, balance: int = 0, pending: int = 0) -> None:
+    # No ORM session synchronisation: with thousands of members loaded it scans them all.
+    # Only the one member's cached columns are expired, so the next read sees the change.
     session.execute(
         update(Member)
         .where(Member.id == member_id)
         .values(balance=Member.balance + balance, pending=Member.pending + pending)
+        .execution_options(synchronize_session=False)
     )
+    loaded = session.identity_map.get(session.identity_key(Member, member_id))
+    if loaded is not None:
+        session.expire(loaded, ["balance", "pending"])
 
 
 def open_lots(session: Session, member_id: int, *, today: date) -> list[tuple[int, int]]:
