@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import csv
 import json
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import Club
 
@@ -585,3 +588,78 @@ def test_standard_input(members: Club) -> None:
     r = members.run("--as-of", AS_OF, "purchases", "import", "-", "--format", "json", input=data)
     assert r.exit_code == 0, r.output
     assert counts(r)["imported"] == 1 and members.balance("C1") == 12
+
+
+# -- the memoised parsers give exactly what the shared ones give ----------------------------
+
+ZONES = ["UTC", "Asia/Tehran", "Europe/London", "America/New_York", "Australia/Lord_Howe"]
+
+
+@given(
+    zone=st.sampled_from(ZONES),
+    when=st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2040, 12, 31)),
+    sep=st.sampled_from([" ", "T"]),
+    seconds=st.booleans(),
+    pending_days=st.sampled_from([0, 3]),
+)
+@settings(max_examples=300, deadline=None)
+def test_memoised_parsers_agree_with_the_shared_ones(zone: str, when: datetime, sep: str,
+                                                      seconds: bool, pending_days: int) -> None:
+    from loyaltyctl.config import parse_config
+    from loyaltyctl.services.purchase_import import _Parsers
+    from loyaltyctl.services.purchases import earn_lot_terms
+    from loyaltyctl.timeutil import local_date, parse_instant
+
+    config = parse_config({"program": {"timezone": zone},
+                           "earning": {"pending_days": pending_days},
+                           "expiry": {"mode": "end_of_period", "period": "month"}})
+    now = datetime(2041, 1, 1)
+    fast = _Parsers(config, now)
+    text = when.strftime(f"%Y-%m-%d{sep}%H:%M" + (":%S" if seconds else ""))
+    # Twice: the second call is answered from the memo.
+    for _ in range(2):
+        utc = fast.instant(text)
+        assert utc == parse_instant(text, tz=zone)
+        assert fast.local_date(utc) == local_date(utc, zone)
+        assert fast.lot_terms(utc) == earn_lot_terms(config=config, occurred_at=utc, now=now)
+    amount = str(when.microsecond)
+    assert fast.money(amount) == int(amount)
+
+
+@pytest.mark.parametrize(("zone", "text"), [
+    ("Europe/London", "2026-03-29 01:30"),        # a local hour that does not exist
+    ("Europe/London", "2026-10-25 01:30:15"),     # a local hour that happens twice
+    ("America/New_York", "2026-03-08 02:59:59"),
+    ("America/New_York", "2026-11-01 01:00"),
+    ("Australia/Lord_Howe", "2026-04-05 01:45"),  # a half-hour shift inside the hour
+    ("Australia/Lord_Howe", "2026-04-05 01:15"),
+    ("Australia/Lord_Howe", "2026-10-04 02:15"),
+    ("Asia/Tehran", "2022-03-22 00:30"),          # Tehran's last spring-forward
+])
+def test_memoised_parsers_around_clock_changes(zone: str, text: str) -> None:
+    from loyaltyctl.config import parse_config
+    from loyaltyctl.services.purchase_import import _Parsers
+    from loyaltyctl.timeutil import local_date, parse_instant
+
+    fast = _Parsers(parse_config({"program": {"timezone": zone}}), datetime(2041, 1, 1))
+    for _ in range(2):
+        assert fast.instant(text) == parse_instant(text, tz=zone)
+        for minutes in (0, 29, 30, 59):
+            utc = parse_instant(text, tz=zone).replace(minute=minutes)
+            assert fast.local_date(utc) == local_date(utc, zone)
+
+
+def test_memoised_parsers_fall_back_for_unusual_text() -> None:
+    from loyaltyctl.config import parse_config
+    from loyaltyctl.services.purchase_import import _Parsers
+
+    fast = _Parsers(parse_config({"program": {"timezone": "Asia/Tehran", "decimals": 2}}),
+                    datetime(2030, 1, 1))
+    assert fast.instant("2026-03-01 10:00+02:00") == datetime(2026, 3, 1, 8, 0)
+    assert fast.instant("۲۰۲۶-۰۳-۰۱ ۱۰:۰۰") == datetime(2026, 3, 1, 6, 30)
+    assert fast.instant("2026-03-01") == datetime(2026, 2, 28, 20, 30)
+    assert fast.money("12") == 1200 and fast.money("12.5") == 1250
+    with pytest.raises(ValueError):
+        fast.instant("2026-03-01 10:60")
+    with pytest.raises(ValueError):
+        fast.money("9" * 16)

@@ -722,6 +722,7 @@ class _Import:
         self.summary.members_created += len(ids_by_code)
         hooks.after_enrolment(session=self.session, config=self.config,
                               member_ids=list(ids_by_code.values()), now=self.now, actor=self.actor)
+        self._sync()
         out: dict[str, int] = {}
         for key, values in new.items():
             if key not in bad and values["code"] in ids_by_code:
@@ -797,6 +798,19 @@ class _Import:
                 ledger.settle_debt(session=self.session, member_id=mid, today=self.today)
         hooks.after_purchases(session=self.session, config=self.config, purchase_ids=pids,
                               now=self.now, actor=self.actor)
+        self._sync()
+
+    def _sync(self) -> None:
+        """Keep the ORM session and the driver-level statements in step.
+
+        Hooks work through the session: flush what they left, so that the next batch's
+        driver-level reads (tiers, MAX(id)) see it; and expire the balances of the members
+        they loaded, which the batch statements change behind the session's back.
+        """
+        self.session.flush()
+        for obj in list(self.session.identity_map.values()):
+            if isinstance(obj, Member):
+                self.session.expire(obj, ["balance", "pending", "tier"])
 
     def finish(self) -> ImportSummary:
         self.summary.members = self.store.count_members(self.mine.ranges)
