@@ -260,7 +260,8 @@ def test_refund_json_output_and_audit(c1: Club) -> None:
     audit = c1.query("SELECT command, target, rows FROM audit_log WHERE command = 'purchases refund'")
     assert audit == [("purchases refund", "C1", 1)]
     r = c1.ok("purchases", "refund", "T1", "--amount", "50000", "--ref", "R1", "--format", "json")
-    assert json.loads(r.stdout)["already"] is True
+    again = json.loads(r.stdout)
+    assert again["already"] is True and again["balance"] == 50 and again["clawed_back"] == 0
 
 
 # -- refunds-import ------------------------------------------------------------------------

@@ -26,7 +26,6 @@ from loyaltyctl.services.integrity import run_checks
 from loyaltyctl.services.points import redeem_points
 from loyaltyctl.services.purchases import record_purchase
 from loyaltyctl.services.returns import refund_purchase, reverse_redemption
-from loyaltyctl.timeutil import utcnow
 
 START = datetime(2026, 1, 1, 10, 0)
 MEMBERS = 3  # member 2 was referred by member 1: its first purchase triggers referral bonuses
@@ -89,7 +88,6 @@ def test_random_ledgers_keep_every_invariant(sqlite_template, pg_engine, pending
 
 
 def run(engine: Any, cfg: Config, ops: list[tuple]) -> None:
-    stamp = utcnow()
     with session_scope(engine, write=True) as s:
         for i in range(MEMBERS):
             s.execute(text(

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -21,11 +21,11 @@ from loyaltyctl.cli.options import DryRunOpt, FormatOpt, OutputOpt
 from loyaltyctl.cli.points import app as points_app
 from loyaltyctl.cli.purchases import app as purchases_app
 
-InputFormatOpt = Annotated[Optional[str], typer.Option(  # noqa: UP007
+InputFormatOpt = Annotated[str | None, typer.Option(
     "--input-format", help="csv or jsonl (default: from the extension).")]
 OnErrorOpt = Annotated[str, typer.Option(
     "--on-error", help="abort: change nothing if any row is bad; skip: apply the good rows.")]
-RejectsOpt = Annotated[Optional[Path], typer.Option(  # noqa: UP007
+RejectsOpt = Annotated[Path | None, typer.Option(
     "--rejects", help="Write rejected rows (with row number and reason) to this file "
                       "(default with --on-error skip: FILE.rejects.csv).", dir_okay=False)]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, max=100000, hidden=True)]
@@ -36,19 +36,23 @@ def refund(
     ctx: typer.Context,
     purchase: Annotated[str, typer.Argument(help="The purchase's ref (transaction id).")],
     ref: Annotated[str, typer.Option("--ref", help="The refund's own ref: the same ref twice is a no-op.")],
-    amount: Annotated[Optional[str], typer.Option(  # noqa: UP007
+    amount: Annotated[str | None, typer.Option(
         "--amount", help="Amount refunded, major units (default: all that is left).")] = None,
-    note: Annotated[Optional[str], typer.Option("--note", help="Kept in the ledger.")] = None,  # noqa: UP007
+    note: Annotated[str | None, typer.Option("--note", help="Kept in the ledger.")] = None,
     fmt: FormatOpt = None,
     output: OutputOpt = None,
 ) -> None:
     """Refund a purchase (in full or in part) and claw back its points in proportion.
 
-    Points come first from what is left of the purchase's own lot, then from the member's
-    other points; points of it that already expired are not taken again. What the member
-    no longer has becomes debt (a negative balance): no redemption until it is paid back by
-    new points. Inside the returns window pending points are cancelled instead. A full
-    refund also takes back the referral bonuses the purchase triggered.
+    Points come from the purchase's own lot first, then from the member's other points.
+
+    Points of the purchase that already expired are not taken a second time.
+
+    What the member no longer has is owed (a negative balance): no redemption until paid.
+
+    Inside the returns window the pending points are cancelled instead.
+
+    A full refund also takes back the referral bonuses the purchase triggered.
 
     Example: loyaltyctl purchases refund POS-7781 --amount 250,000 --ref RET-0091
     """
@@ -138,13 +142,17 @@ def refunds_import(
 ) -> None:
     """Apply a file of refunds (idempotent by refund ref: a re-run changes nothing).
 
-    Columns: ref (the refund's own id), purchase_ref, amount (major units), occurred_at,
-    and optionally note. Each row means what one `purchases refund` means.
+    Columns: ref (the refund's own id), purchase_ref, amount (major units), occurred_at; note.
+
+    Each row means what one `purchases refund` means. All or nothing by default.
 
     Example: loyaltyctl purchases refunds-import returns-2026-03.csv --on-error skip --rejects bad.csv
     """
     from loyaltyctl.services.returns import (
-        REFUND_IGNORED, REFUND_OPTIONAL, REFUND_REQUIRED, import_refunds,
+        REFUND_IGNORED,
+        REFUND_OPTIONAL,
+        REFUND_REQUIRED,
+        import_refunds,
     )
 
     a = get_app(ctx)
@@ -170,14 +178,15 @@ def refunds_import(
 def reverse(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="The --ref of the redemption (points redeem or rewards redeem).")],
-    note: Annotated[Optional[str], typer.Option("--note", help="Kept in the ledger.")] = None,  # noqa: UP007
+    note: Annotated[str | None, typer.Option("--note", help="Kept in the ledger.")] = None,
     fmt: FormatOpt = None,
     output: OutputOpt = None,
 ) -> None:
     """Undo a redemption: its points go back to the very lots it used, with their expiry dates.
 
-    A reward's stock comes back too. Points returned to a lot that is already past its
-    expiry date expire at the next `points expire` run. Reversing twice changes nothing.
+    A reward's stock comes back too. Reversing twice changes nothing.
+
+    Points returned to a lot already past its expiry date expire at the next `points expire`.
 
     Example: loyaltyctl points reverse ORDER-1001 --note "order cancelled"
     """
@@ -231,9 +240,11 @@ def import_opening(
 ) -> None:
     """Import opening balances from another system, as tagged `opening` lots (not purchases).
 
-    Columns: member (code, card, phone or e-mail), points, expires_on (a date; empty: the
-    program's expiry rule from today; `never`), ref (unique: a re-run imports nothing
-    twice), and optionally note.
+    Columns: member (code, card, phone or e-mail), points, expires_on, ref; note (optional).
+
+    expires_on: a date, `never`, or empty for the program's expiry rule counted from today.
+
+    ref is unique: importing the same file again adds nothing. All or nothing by default.
 
     Example: loyaltyctl points import old-system-balances.csv --dry-run
     """

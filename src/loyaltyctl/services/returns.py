@@ -495,7 +495,11 @@ def refund_purchase(
         if problem.error is Refused and "more than what is left" in problem.reason:
             hint = "refund at most what is left, or check the purchase with `purchases list`"
         raise problem.error(problem.reason, hint=hint)
-    return batch.outcomes[0]
+    out = batch.outcomes[0]
+    if out.balance_after is None:  # an earlier refund: nothing done, show where things stand
+        out.balance_after = session.execute(
+            select(Member.balance).where(Member.code == out.member_code)).scalar()
+    return out
 
 
 def _duplicate_outcome(r: RefundRequest, p: Any, code: str) -> RefundOutcome:
