@@ -358,6 +358,26 @@ def test_expire_summary_is_idempotent_and_audited(pc: Club) -> None:
     pc.ok("db", "check")
 
 
+def test_expire_refuses_while_another_run_holds_the_lock(pc: Club) -> None:
+    from loyaltyctl.db.engine import make_engine
+    from loyaltyctl.services.locks import job_lock
+
+    ok(pc, "adjust", "C1", "5", "--reason", "x", "--expires", "2026-03-02")
+    before = pc.dump()
+    engine = make_engine(pc.db_url)
+    try:
+        with job_lock(engine=engine, name="points expire", holder="cron on host-a"):
+            r = pc.run("points", "expire", "--as-of", "2026-03-05")
+            assert r.exit_code == 5, r.output
+            assert "points expire is already running (held by cron on host-a" in r.stderr
+            assert {t: v for t, v in pc.dump().items() if t != "job_locks"} == \
+                {t: v for t, v in before.items() if t != "job_locks"}
+    finally:
+        engine.dispose()
+    r = pc.ok("points", "expire", "--as-of", "2026-03-05")
+    assert "expired 5 points from 1 lots of 1 members" in r.stderr
+
+
 def test_bad_as_of_for_expire(pc: Club) -> None:
     before = pc.dump()
     r = pc.run("points", "expire", "--as-of", "2026-13-01")

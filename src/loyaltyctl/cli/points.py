@@ -254,6 +254,7 @@ def expire(
 
     Example: loyaltyctl points expire --quiet    (nightly cron; or --as-of 2026-03-31 to catch up)
     """
+    from loyaltyctl.services.locks import default_holder, job_lock
     from loyaltyctl.services.points import expire as do_expire
 
     a = get_app(ctx)
@@ -261,14 +262,15 @@ def expire(
         a.as_of_opt = as_of
         a.__dict__.pop("now", None)  # `now` is cached from the global --as-of
     day = a.today
-    with a.session(write=True) as s:
-        from loyaltyctl.services.ledger import activate_pending
+    with job_lock(engine=a.engine(), name="points expire", holder=default_holder(a.actor)):
+        with a.session(write=True) as s:
+            from loyaltyctl.services.ledger import activate_pending
 
-        activate_pending(session=s, now=a.now, config=a.config)  # due pending points first
-        res = do_expire(session=s, as_of=day, now=a.now, actor=a.actor)
-        if res.lots:
-            a.audit(s, command="points expire", rows=res.lots, details={
-                "as_of": day, "points": res.points, "lots": res.lots, "members": res.members})
+            activate_pending(session=s, now=a.now, config=a.config)  # due pending points first
+            res = do_expire(session=s, as_of=day, now=a.now, actor=a.actor)
+            if res.lots:
+                a.audit(s, command="points expire", rows=res.lots, details={
+                    "as_of": day, "points": res.points, "lots": res.lots, "members": res.members})
     when = a.show_date(day)
     line = (f"expired {res.points:,} points from {res.lots:,} lots of {res.members:,} members "
             f"as of {when}" if res.lots else f"nothing to expire as of {when}")
