@@ -169,10 +169,10 @@ def test_birthday_job_refuses_while_locked(bclub: Club) -> None:
     add(bclub, "A", "2026-01-01", "--birth-date", "1990-03-05")
     engine = make_engine(bclub.db_url)
     try:
-        with job_lock(engine=engine, name="bonuses-birthday", holder="other run"):
+        with job_lock(engine=engine, name="bonuses birthday", holder="other run"):
             before = bclub.dump()
             r = bclub.run("bonuses", "birthday", "--as-of", "2026-03-05")
-            assert r.exit_code == 5 and "bonuses-birthday is already running" in r.stderr
+            assert r.exit_code == 5 and "bonuses birthday is already running" in r.stderr
             assert bclub.dump() == before
     finally:
         engine.dispose()

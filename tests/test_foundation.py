@@ -175,3 +175,10 @@ def test_migrations_match_the_models(club: Club) -> None:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         diff = compare_metadata(ctx, SQLModel.metadata)
     assert diff == []
+
+
+def test_unreachable_server_is_named_not_called_uninitialised(club: Club) -> None:
+    r = club.run("--db", "postgresql+psycopg://bob:s3cretpw@127.0.0.1:1/nowhere", "db", "stats")
+    assert r.exit_code == 1
+    assert "cannot connect to database postgresql+psycopg://bob:***@127.0.0.1:1/nowhere" in r.stderr
+    assert "not initialised" not in r.stderr and "s3cretpw" not in r.output

@@ -203,11 +203,11 @@ def test_recalc_refuses_while_another_run_holds_the_lock(tclub: Club) -> None:
     add(tclub, "M1", "2026-01-01")
     engine = make_engine(tclub.db_url)
     try:
-        with job_lock(engine=engine, name="tiers-recalc", holder="nightly cron"):
+        with job_lock(engine=engine, name="tiers recalc", holder="nightly cron"):
             before = tclub.dump()
             r = tclub.run("tiers", "recalc", "--as-of", "2026-01-02")
             assert r.exit_code == 5
-            assert "tiers-recalc is already running" in r.stderr and "nightly cron" in r.stderr
+            assert "tiers recalc is already running" in r.stderr and "nightly cron" in r.stderr
             assert tclub.dump() == before
     finally:
         engine.dispose()

@@ -40,7 +40,7 @@ def birthday(
     use_as_of(a, as_of)
     now, today = a.now, a.today
     first = a.parse_day(since, option="--since") if since else today
-    with job_lock(engine=a.engine(), name="bonuses-birthday", holder=default_holder(a.actor)):
+    with job_lock(engine=a.engine(), name="bonuses birthday", holder=default_holder(a.actor)):
         with a.session(write=True) as s:
             res = grant_birthdays(session=s, config=a.config, since=first, until=today, now=now,
                                   actor=a.actor)

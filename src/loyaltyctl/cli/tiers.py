@@ -77,7 +77,7 @@ def recalc(
     a = get_app(ctx)
     use_as_of(a, as_of)
     now, today = a.now, a.today
-    with job_lock(engine=a.engine(), name="tiers-recalc", holder=default_holder(a.actor)):
+    with job_lock(engine=a.engine(), name="tiers recalc", holder=default_holder(a.actor)):
         with a.session(write=True) as s:
             res = do_recalc(session=s, config=a.config, now=now, actor=a.actor)
             if res.moves:

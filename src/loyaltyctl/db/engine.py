@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from loyaltyctl.errors import InvalidInput, SchemaOutdated
+from loyaltyctl.errors import InvalidInput, LoyaltyError, SchemaOutdated
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -143,7 +143,17 @@ def ensure_current(engine: Engine, url: str) -> None:
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
     try:
-        with engine.connect() as conn:
+        conn = engine.connect()
+    except OperationalError as exc:
+        if "locked" in str(exc).lower():
+            raise
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "connection failed"
+        raise LoyaltyError(
+            f"cannot connect to database {mask_url(url)}: {mask_url(reason)}",
+            hint="check --db / $LOYALTYCTL_DB and that the server is running",
+        ) from None
+    try:
+        with conn:
             rev = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except (OperationalError, ProgrammingError) as exc:
         if "locked" in str(exc).lower():

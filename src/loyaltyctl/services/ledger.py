@@ -244,40 +244,24 @@ def expire_due(
     import uuid
 
     conn = session.connection()
-    member_filter = ""
     # A token unique to this run marks its entries, so the statements below never pick up
     # expiry entries another transaction committed meanwhile.
     token = f"expire:{as_of.isoformat()}:{uuid.uuid4().hex[:12]}"
     params: dict = {"as_of": as_of, "now": now, "actor": actor[:64], "token": token}
+    if member_ids is not None and not member_ids:
+        return ExpiryResult(0, 0, 0)
     if member_ids is not None:
-        if not member_ids:
-            return ExpiryResult(0, 0, 0)
-        member_filter = " AND member_id IN :mids"
         params["mids"] = list(member_ids)
-    first_id = conn.execute(text("SELECT COALESCE(MAX(id), 0) FROM ledger_entries")).scalar()
-    stmt = text(
-        "INSERT INTO ledger_entries (member_id, kind, points, effective_at, source_id, ref, actor,"
-        " created_at) SELECT member_id, 'expire', -remaining, :now, id, :token, :actor, :now"
-        " FROM ledger_entries WHERE remaining > 0 AND pending_until IS NULL"
-        " AND expires_on IS NOT NULL AND expires_on <= :as_of" + member_filter
-        # PostgreSQL: lock the lots, so a concurrent debit that expires or spends the same
-        # lot makes this statement re-check `remaining` instead of expiring it twice.
-        + (" FOR UPDATE" if conn.dialect.name == "postgresql" else "")
-    )
-    if member_ids is not None:
-        stmt = stmt.bindparams(bindparam("mids", expanding=True))
+    stmt = _EXPIRE_STATEMENTS[(member_ids is not None, conn.dialect.name == "postgresql")]
+    params["first_id"] = conn.execute(
+        text("SELECT COALESCE(MAX(id), 0) FROM ledger_entries")).scalar()
     n = conn.execute(stmt, params).rowcount
     if not n:
         return ExpiryResult(0, 0, 0)
-    new = {"first_id": first_id, "token": token}
-    mine = " FROM ledger_entries WHERE id > :first_id AND ref = :token AND kind = 'expire'"
-    conn.execute(text(
-        "INSERT INTO allocations (member_id, debit_id, lot_id, points)"
-        " SELECT member_id, id, source_id, -points" + mine), new)
-    conn.execute(text(
-        "UPDATE ledger_entries SET remaining = 0 WHERE id IN (SELECT source_id" + mine + ")"), new)
-    totals = conn.execute(text("SELECT member_id, SUM(points)" + mine + " GROUP BY member_id"),
-                          new).all()
+    new = {"first_id": params["first_id"], "token": token}
+    conn.execute(_EXPIRE_ALLOCATE, new)
+    conn.execute(_EXPIRE_CLOSE_LOTS, new)
+    totals = conn.execute(_EXPIRE_TOTALS, new).all()
     conn.execute(
         text("UPDATE members SET balance = balance + :d WHERE id = :m"),
         [{"d": int(t[1]), "m": t[0]} for t in totals],
@@ -396,3 +380,34 @@ def debtors(session: Session, member_ids: Iterable[int]) -> list[int]:
         .distinct()
     ).all()
     return sorted(r[0] for r in rows if r[0] in wanted)
+
+
+# The expiry statements, as constants (no SQL is ever assembled from input).
+_EXPIRE_SELECT = (
+    "INSERT INTO ledger_entries (member_id, kind, points, effective_at, source_id, ref, actor,"
+    " created_at) SELECT member_id, 'expire', -remaining, :now, id, :token, :actor, :now"
+    " FROM ledger_entries WHERE remaining > 0 AND pending_until IS NULL"
+    " AND expires_on IS NOT NULL AND expires_on <= :as_of"
+)
+_BY_MEMBER = " AND member_id IN :mids"
+# PostgreSQL locks the lots, so a concurrent debit that expires or spends the same lot makes
+# the statement re-check `remaining` instead of expiring it twice.
+_LOCK = " FOR UPDATE"
+# Keyed by (only some members?, PostgreSQL?).
+_EXPIRE_STATEMENTS = {
+    (False, False): text(_EXPIRE_SELECT),
+    (False, True): text(_EXPIRE_SELECT + _LOCK),
+    (True, False): text(_EXPIRE_SELECT + _BY_MEMBER).bindparams(bindparam("mids", expanding=True)),
+    (True, True): text(_EXPIRE_SELECT + _BY_MEMBER + _LOCK).bindparams(
+        bindparam("mids", expanding=True)),
+}
+_EXPIRE_ALLOCATE = text(
+    "INSERT INTO allocations (member_id, debit_id, lot_id, points)"
+    " SELECT member_id, id, source_id, -points FROM ledger_entries"
+    " WHERE id > :first_id AND ref = :token AND kind = 'expire'")
+_EXPIRE_CLOSE_LOTS = text(
+    "UPDATE ledger_entries SET remaining = 0 WHERE id IN (SELECT source_id FROM ledger_entries"
+    " WHERE id > :first_id AND ref = :token AND kind = 'expire')")
+_EXPIRE_TOTALS = text(
+    "SELECT member_id, SUM(points) FROM ledger_entries"
+    " WHERE id > :first_id AND ref = :token AND kind = 'expire' GROUP BY member_id")
