@@ -27,6 +27,7 @@ class Col:
     justify: str = "left"
     fmt: Callable[[Any], str] | None = None
     """Display formatting for the table only; CSV and JSON get the raw value."""
+    no_wrap: bool = False
 
     @property
     def title(self) -> str:
@@ -167,7 +168,7 @@ def _render_table(out: Output, rows, cols, title, empty, caption) -> None:  # no
 
     t = Table(title=title, caption=caption, header_style="bold")
     for c in cols:
-        t.add_column(c.title, justify=c.justify if c.justify != "left" else
+        t.add_column(c.title, no_wrap=c.no_wrap, justify=c.justify if c.justify != "left" else
                      ("right" if isinstance(rows[0].get(c.key), int | float | Decimal)
                       and not isinstance(rows[0].get(c.key), bool) else "left"))
     for r in rows:

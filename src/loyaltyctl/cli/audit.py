@@ -45,7 +45,9 @@ def list_(
     if f == "table":
         for r in rows:
             r["at"] = a.show_time(r["at"])
-            r["details"] = to_json_line(r["details"])
+            d = r["details"]
+            r["details"] = ", ".join(f"{k}={to_json_line(v)}" for k, v in d.items()) \
+                if isinstance(d, dict) else to_json_line(d)
     a.out(output).rows(rows, fmt=f, empty="no audit rows match", columns=[
-        Col("id"), Col("at"), Col("actor"), Col("command"), Col("target"), Col("rows"),
-        Col("details")])
+        Col("id"), Col("at", no_wrap=True), Col("actor"), Col("command", no_wrap=True),
+        Col("target"), Col("rows"), Col("details")])
