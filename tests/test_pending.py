@@ -184,3 +184,16 @@ def test_activation_pays_clawback_debt_first(club: Club) -> None:
     assert cached(club) == (50, 0)
     assert lot(club, "T2")[:3] == (120, 50, None)  # 70 of it settled the clawback
     check_ok(club)
+
+
+def test_due_pending_points_are_spendable_before_any_activation_ran(club14: Club) -> None:
+    """A redemption right after the holding period, with no look-up or nightly run between,
+    spends the points (the debit activates them itself)."""
+    c = club14
+    c.ok(*asof("2026-03-01 10:00"), "purchases", "record", "C1", "100000", "--ref", "T1")
+    assert cached(c) == (0, 100)
+    r = c.ok(*asof("2026-03-16"), "points", "redeem", "C1", "40", "--ref", "O1")
+    assert "balance 60" in r.stdout or "60" in r.stdout
+    assert cached(c) == (60, 0)
+    assert lot(c, "T1") == (100, 60, None, date(2026, 4, 14))
+    check_ok(c)

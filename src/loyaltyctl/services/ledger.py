@@ -199,6 +199,10 @@ def debit(
     """
     if points <= 0:
         raise ValueError("a debit needs positive points")
+    if member.pending > 0:
+        # Points whose holding period is over are spendable now, even if no look-up or
+        # nightly run has activated them yet.
+        activate_pending(session=session, now=effective_at, member_ids=[member.id])
     expire_due(session=session, as_of=today, now=effective_at, actor=actor, member_ids=[member.id])
     session.refresh(member)
     if not allow_debt:
