@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from loyaltyctl.charts import FULL, bar, bar_chart, data_table, funnel, heat_map, heat_style, stack
+from loyaltyctl.charts import (
+    FULL,
+    bar,
+    bar_chart,
+    data_table,
+    fast_table,
+    funnel,
+    heat_map,
+    heat_style,
+    stack,
+)
 from loyaltyctl.render import Col
 
 
@@ -90,3 +100,17 @@ def test_data_table_formats_and_aligns() -> None:
     assert silver.split("│")[2].strip() == "5" and silver.split("│")[3].strip() == ""
     assert "2 tiers" in text
     assert lines[-1].startswith("gold │")
+
+
+def test_fast_table_aligns_and_clips() -> None:
+    rows = [{"code": "A1", "name": "Sara Ahmadi", "points": 1500},
+            {"code": "B22", "name": "x" * 40, "points": 7},
+            {"code": "C3", "name": None, "points": None}]
+    out = render(fast_table(rows, [Col("code"), Col("name"), Col("points")], max_cell=10), width=80)
+    lines = out.splitlines()
+    # Widths: code 4 ("Code"), name 10 (clipped), points 6 ("Points"); numbers to the right.
+    assert lines == ["Code  Name        Points",
+                     "────  ──────────  ──────",
+                     "A1    Sara Ahma…   1,500",
+                     "B22   xxxxxxxxx…       7",
+                     "C3"]

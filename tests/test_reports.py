@@ -519,6 +519,20 @@ def test_birthdays_masked_and_shown_with_audit(rc: Club) -> None:
     assert r.exit_code == 4 and "--within" in r.stderr
 
 
+def test_birthdays_long_listing_drawn_without_rich_table(rc: Club, monkeypatch) -> None:  # noqa: ANN001
+    import loyaltyctl.charts
+
+    monkeypatch.setattr(loyaltyctl.charts, "FAST_ROWS", 0)  # every listing counts as long
+    t = rc.ok("--as-of", "2026-03-31", "reports", "birthdays").stdout
+    lines = t.splitlines()
+    assert lines[0].split() == ["Code", "Name", "Birthday", "In", "days", "Born", "Phone",
+                                "Email", "Tier"]
+    assert lines[1].startswith("────  ") and "│" not in t
+    assert lines[2].split() == ["D", "Dara", "Daneshvar", "2026-04-02", "2", "****-**-**",
+                                "+98912***4567", "d***@example.com", "bronze"]
+    assert len(lines) == 3
+
+
 # -- top ----------------------------------------------------------------------------------
 
 

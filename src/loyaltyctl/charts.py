@@ -207,3 +207,39 @@ def stack(*parts: RenderableType | None) -> RenderableType:
             items.append(Text(""))
         items.append(p)
     return Group(*items)
+
+
+FAST_ROWS = 500
+"""Above this many rows a terminal table is drawn by `fast_table`: Rich measures every cell
+of a Table, which costs about a second per 1,500 rows of eight columns."""
+
+
+def fast_table(
+    rows: Sequence[dict[str, Any]], columns: Sequence[Col], *, max_cell: int = 32,
+) -> RenderableType:
+    """The rows as a plain aligned table (header, rule, one line per row), built in one pass.
+
+    For long listings on a terminal; numbers right-aligned, cells longer than `max_cell`
+    cut with an ellipsis (CSV and JSON always carry the full values).
+    """
+    def clip(s: str) -> str:
+        return s if len(s) <= max_cell else s[: max_cell - 1] + "…"
+
+    cells = [[clip(_cell(c, r.get(c.key))) for c in columns] for r in rows]
+    heads = [c.title for c in columns]
+    widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(heads)]
+    right = []
+    for c in columns:
+        sample = next((r.get(c.key) for r in rows if r.get(c.key) is not None), None)
+        numeric = isinstance(sample, int | float) and not isinstance(sample, bool)
+        right.append(c.justify == "right" or (c.justify == "left" and numeric))
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if r else v.ljust(w)
+                         for v, w, r in zip(values, widths, right, strict=True)).rstrip()
+
+    out = Text(no_wrap=True, overflow="ellipsis")
+    out.append(line(heads) + "\n", style="bold")
+    out.append("  ".join("─" * w for w in widths) + "\n")
+    out.append("\n".join(line(row) for row in cells))
+    return out

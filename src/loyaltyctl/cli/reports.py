@@ -441,6 +441,7 @@ def birthdays(
 
     Example: loyaltyctl reports birthdays --within 14d --format csv -o greetings.csv
     """
+    from loyaltyctl.charts import FAST_ROWS, fast_table
     from loyaltyctl.errors import InvalidInput
     from loyaltyctl.normalize import parse_duration_days
     from loyaltyctl.pii import mask_record
@@ -467,9 +468,13 @@ def birthdays(
             r["birthday"] = a.show_date(r["birthday"])
             if show_pii:
                 r["birth_date"] = a.show_date(r["birth_date"])
-    a.out(output).rows(rows, fmt=f, empty=f"no birthdays in the next {days} day(s)", columns=[
-        Col("code"), Col("name"), Col("birthday"), Col("in_days", "In days"),
-        Col("birth_date", "Born"), Col("phone"), Col("email"), Col("tier")])
+    columns = [Col("code"), Col("name"), Col("birthday"), Col("in_days", "In days"),
+               Col("birth_date", "Born"), Col("phone"), Col("email"), Col("tier")]
+    if f == "table" and len(rows) > FAST_ROWS:
+        a.out(output).print(fast_table(rows, columns))  # thousands of rows: no Rich Table
+        return
+    a.out(output).rows(rows, fmt=f, empty=f"no birthdays in the next {days} day(s)",
+                       columns=columns)
 
 
 @app.command("top")
