@@ -105,17 +105,21 @@ def _points_lines(data: dict[str, Any], show_date: Callable[[date | None], str],
 
 
 def _recent_table(data: dict[str, Any], show_time: Callable[[datetime | None], str]) -> Table:
+    # expand + a ratio only on the note column: Rich gives the fixed columns their natural
+    # width and the note the rest (a ratio without expand squeezed the others to nothing).
     t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, header_style="bold",
               title=f"Last {len(data['recent'])} ledger entries" if data["recent"] else None,
-              title_justify="left", title_style="bold")
-    t.add_column("When", no_wrap=True)
-    t.add_column("Kind", no_wrap=True)
-    t.add_column("Points", justify="right", no_wrap=True)
-    t.add_column("Balance", justify="right", no_wrap=True)
+              title_justify="left", title_style="bold", expand=True)
+    t.add_column("When", no_wrap=True, min_width=16)
+    t.add_column("Kind", no_wrap=True, min_width=8)
+    t.add_column("Points", justify="right", no_wrap=True, min_width=6)
+    t.add_column("Balance", justify="right", no_wrap=True, min_width=7)
     t.add_column("Ref / note", no_wrap=True, overflow="ellipsis", ratio=1)
     for e in data["recent"]:
         kind = e["kind"] + (" (pending)" if e.get("pending_until") else "")
-        note = " · ".join(str(x) for x in (e.get("ref"), e.get("note")) if x)
+        # An expiry's ref is its run's token; its note names the lot it closed.
+        ref = None if e["kind"] == "expire" else e.get("ref")
+        note = " · ".join(str(x) for x in (ref, e.get("note")) if x)
         t.add_row(show_time(e["at"]), kind, f"{e['points']:+,}", f"{e['balance']:,}", note)
     return t
 

@@ -388,8 +388,9 @@ def debtors(session: Session, member_ids: Iterable[int]) -> list[int]:
 
 # The expiry statements, as constants (no SQL is ever assembled from input).
 _EXPIRE_SELECT = (
-    "INSERT INTO ledger_entries (member_id, kind, points, effective_at, source_id, ref, actor,"
-    " created_at) SELECT member_id, 'expire', -remaining, :now, id, :token, :actor, :now"
+    "INSERT INTO ledger_entries (member_id, kind, points, effective_at, source_id, ref, note,"
+    " actor, created_at) SELECT member_id, 'expire', -remaining, :now, id, :token,"
+    " 'expired: ' || COALESCE(ref, kind || ' lot ' || CAST(id AS VARCHAR(20))), :actor, :now"
     " FROM ledger_entries WHERE remaining > 0 AND pending_until IS NULL"
     " AND expires_on IS NOT NULL AND expires_on <= :as_of"
 )
