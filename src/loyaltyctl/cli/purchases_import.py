@@ -43,7 +43,7 @@ def import_(
         "--input-format", help="csv or jsonl (default: by extension; .jsonl/.ndjson are JSON Lines).")] = None,
     batch_size: Annotated[int | None, typer.Option(  # noqa: UP007
         "--batch-size", min=1, max=1_000_000, hidden=True,
-        help="Rows per batch (default 20,000, or $LOYALTYCTL_IMPORT_BATCH).")] = None,
+        help="Rows per batch (default 50,000, or $LOYALTYCTL_IMPORT_BATCH).")] = None,
     dry_run: DryRunOpt = False,
     fmt: FormatOpt = None,
     output: OutputOpt = None,

@@ -57,7 +57,7 @@ COLUMNS = REQUIRED + OPTIONAL
 _REF, _MEMBER, _AMOUNT, _AT, _CATEGORY, _CHANNEL, _CURRENCY = range(7)
 
 ENV_BATCH = "LOYALTYCTL_IMPORT_BATCH"
-DEFAULT_BATCH = 20_000
+DEFAULT_BATCH = 50_000
 MAX_LISTED_ERRORS = 20
 _KEY_CACHE_LIMIT = 500_000
 
@@ -569,19 +569,24 @@ class _Import:
         existing = self.store.existing_refs(list({c[2] for c in candidates}))
         mine = self.mine
         ours = self.store.purchase_facts([i for i in existing.values() if i in mine])
+        # Refs an earlier batch of this import wrote: a copy here is a duplicate or a conflict.
+        earlier = {ref: ours[i] for ref, i in existing.items() if i in ours}
 
         # 2. parse what is new (or repeats a row of this very import).
         parsed: list[_Parsed] = []
         keys: set[str] = set()
         for n, values, ref in candidates:
             prior = existing.get(ref)
-            if prior is not None and prior not in ours:
+            if prior is not None and ref not in earlier:
                 s.already_imported += 1
                 continue
             p = self._parse(n, values, ref, rejects)
             if p is not None:
                 parsed.append(p)
                 keys.add(p.key)
+        # Memory stays flat in the batch size too: drop what is no longer needed as we go.
+        rows.clear()
+        del candidates, existing, ours
 
         # 3. members: resolve keys, create unknown ones if asked, read tier/status/balance.
         found = self.members.resolve(keys) if keys else {}
@@ -611,7 +616,7 @@ class _Import:
             fp = (mid, p.amount, at, p.category, p.channel)
             first = seen.get(p.ref)
             if first is None:
-                prior = ours.get(existing.get(p.ref, 0))
+                prior = earlier.get(p.ref)
                 if prior is not None:  # written by an earlier batch of this import
                     first = (prior[0], prior[1], _db_ts(prior[2], ts), prior[3], prior[4])
             if first is not None:
@@ -624,6 +629,9 @@ class _Import:
             seen[p.ref] = fp
             fresh.append(p)
         self._flush_rejects(rejects)
+        del parsed, seen, rejects
+        for p in fresh:
+            p.values = None  # kept only to report the row if it were rejected
         if fresh:
             self._write(fresh, info)
 
