@@ -455,6 +455,28 @@ def test_retention_by_quarter_and_cohort_csv(rc: Club) -> None:
     ]
 
 
+def test_retention_over_more_than_sixty_months(club: Club) -> None:
+    """Periods beyond the 60th sit in a second bit-mask column: counts across the seam."""
+    club.write_config(CONFIG)
+    club.ok("--as-of", "2021-01-05", "members", "add", "A", "Ann")
+    for day in ("2025-11-10", "2025-12-10", "2025-12-20", "2026-01-10"):
+        club.ok("--as-of", day, "purchases", "record", "A", "1,000", "--ref", f"P{day}")
+    # 2021-01 .. 2026-01 is 61 months, buckets 1..61 (bucket 0 is 2020-12, the period before):
+    # 2025-11 is bucket 59, the last bit of the first column; 2025-12 is bucket 60, the first
+    # of the second. Shown indexes: 2025-11 = 58, 2025-12 = 59, 2026-01 = 60.
+    d = report(club, "retention", "--from", "2021-01-01", "--to", "2026-01-31",
+               as_of="2026-01-31")
+    assert len(d["periods"]) == 61
+    assert [(r["period"], r["buyers"], r["previous_buyers"], r["retained"], r["repeat_buyers"])
+            for r in d["periods"][57:]] == [
+        ("2025-10", 0, 0, 0, 0), ("2025-11", 1, 0, 0, 0), ("2025-12", 1, 1, 1, 1),
+        ("2026-01", 1, 1, 1, 0)]
+    assert (d["buyers"], d["repeat_buyers"]) == (1, 1)  # 4 purchases in the range
+    (cohort,) = d["cohorts"]
+    assert (cohort["cohort"], cohort["members"]) == ("2021-01", 1)
+    assert [k for k, n in enumerate(cohort["buyers"]) if n] == [58, 59, 60]
+
+
 def test_retention_heat_map_in_a_pipe_is_plain_numbers(rc: Club) -> None:
     t = rc.ok("--as-of", "2026-03-31", "reports", "retention", "--from", "2026-01-01").stdout
     assert "\x1b[" not in t

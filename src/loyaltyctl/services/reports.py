@@ -23,11 +23,13 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     DateTime,
     Integer,
     String,
     and_,
     case,
+    cast,
     distinct,
     extract,
     func,
@@ -55,6 +57,8 @@ A = Allocation.__table__
 T = TierChange.__table__
 
 MAX_BUCKETS = 240
+MASK_BITS = 60
+"""Periods per BIGINT bit-mask column in the retention report."""
 """Most periods one report may bucket by (20 years of months)."""
 
 RETURN_KINDS = ("clawback", "cancel")
@@ -454,54 +458,72 @@ def retention(
     bounds = _bounds(plist, tz)
     cap = now + timedelta(microseconds=1)
     hi = min(bounds[-1], cap)
-    mb = per_bucket(bounds, hi, lambda i, a, b: (
+    nb = len(bounds) - 1  # bucket 0 is the period before the first shown one
+    mp = per_bucket(bounds, hi, lambda i, a, b: (
         select(P.c.member_id.label("member_id"), i.label("b"), func.count().label("n"))
         .where(COUNTED, P.c.occurred_at >= a, P.c.occurred_at < b)
         .group_by(P.c.member_id)
-    )).cte("member_period")
-    cur, before = mb.alias("cur"), mb.alias("before")
+    )).subquery("member_period")
+    # One row per buyer: bit masks of the periods with a purchase (m1) and with two or more
+    # (m2), 60 periods per BIGINT column, and the purchases in the shown periods. Counting
+    # bits over these rows replaces self-joins of the per-member-per-period counts.
+    one = literal(1, BigInteger)
+    starts = range(0, nb, MASK_BITS)
+
+    def masks(cond: Any, name: str) -> list[Any]:
+        return [cast(func.sum(case((and_(cond, mp.c.b >= k, mp.c.b < k + MASK_BITS),
+                                    one.op("<<")(mp.c.b - k)), else_=0)), BigInteger)
+                .label(f"{name}_{k}") for k in starts]
+
+    per_member = (
+        select(mp.c.member_id, *masks(literal(True), "m1"), *masks(mp.c.n >= 2, "m2"),
+               func.sum(case((mp.c.b >= 1, mp.c.n), else_=0)).label("shown"))
+        .group_by(mp.c.member_id).subquery("per_member")
+    )
+
+    def bit(name: str, i: int) -> Any:
+        col = per_member.c[f"{name}_{i // MASK_BITS * MASK_BITS}"]
+        return col.op(">>")(literal(i % MASK_BITS, Integer)).self_group().op("&")(
+            literal(1, Integer)).self_group()
+
     # Cohorts: members (any status but merged) by join period (index 0 = the first shown
-    # period, which is bucket 1 of `bounds`).
+    # period, which is bucket 1 of `bounds`); buyers who joined before are in group None.
     cb = bounds[1:]
     joined = (
         select(M.c.id.label("member_id"), bucket(M.c.joined_at, cb).label("jb"))
         .where(M.c.merged_into_id.is_(None), M.c.joined_at >= cb[0], M.c.joined_at < min(cb[-1], cap))
         .subquery()
     )
-    totals = (
-        select(mb.c.member_id, func.sum(mb.c.n).label("n")).where(mb.c.b >= 1)
-        .group_by(mb.c.member_id).subquery()
+    q = (
+        select(joined.c.jb,
+               func.sum(case((per_member.c.shown >= 1, 1), else_=0)),
+               func.sum(case((per_member.c.shown >= 2, 1), else_=0)),
+               *[func.sum(bit("m1", i)) for i in range(nb)],
+               *[func.sum(bit("m2", i)) for i in range(nb)],
+               *[func.sum(bit("m1", i) * bit("m1", i - 1)) for i in range(1, nb)])
+        .select_from(per_member.outerjoin(joined, joined.c.member_id == per_member.c.member_id))
+        .group_by(joined.c.jb)
     )
-
-    def tag(i: int) -> Any:
-        return literal(i, Integer)
-
-    # One statement, so the per-member-per-period counts are computed once for all three
-    # parts: 0 = per period (buyers, 2+ buyers, retained), 1 = the shown range's repeat
-    # rate, 2 = cohort cells (join period, purchase period, buyers).
-    parts = union_all(
-        select(tag(0), cur.c.b, tag(-1), func.count(),
-               func.sum(case((cur.c.n >= 2, 1), else_=0)), func.count(before.c.member_id))
-        .select_from(cur.outerjoin(before, and_(before.c.member_id == cur.c.member_id,
-                                                before.c.b == cur.c.b - 1)))
-        .group_by(cur.c.b),
-        select(tag(1), tag(-1), tag(-1), func.count(),
-               func.coalesce(func.sum(case((totals.c.n >= 2, 1), else_=0)), 0), tag(0)),
-        select(tag(2), joined.c.jb, mb.c.b - 1, func.count(), tag(0), tag(0))
-        .select_from(joined.join(mb, and_(mb.c.member_id == joined.c.member_id,
-                                          mb.c.b >= joined.c.jb + 1)))
-        .group_by(joined.c.jb, mb.c.b),
-    )
-    stats: dict[int, tuple[int, int, int]] = {}
+    per_b = [0] * nb
+    two_b = [0] * nb
+    kept_b = [0] * nb
     cells: dict[tuple[int, int], int] = {}
     buyers_all = repeat_all = 0
-    for part, k1, k2, v1, v2, v3 in session.execute(parts):
-        if part == 0:
-            stats[int(k1)] = (_int(v1), _int(v2), _int(v3))
-        elif part == 1:
-            buyers_all, repeat_all = _int(v1), _int(v2)
-        else:
-            cells[(int(k1), int(k2))] = _int(v1)
+    for row in session.execute(q):
+        jb, shown_any, shown_two = row[0], _int(row[1]), _int(row[2])
+        ones, twos, kept = row[3:3 + nb], row[3 + nb:3 + 2 * nb], row[3 + 2 * nb:]
+        buyers_all += shown_any
+        repeat_all += shown_two
+        for i in range(nb):
+            per_b[i] += _int(ones[i])
+            two_b[i] += _int(twos[i])
+            if i:
+                kept_b[i] += _int(kept[i - 1])
+        if jb is not None:
+            # Cell (join period, purchase period), both as indexes of the shown periods.
+            for b in range(int(jb) + 1, nb):
+                cells[(int(jb), b - 1)] = _int(ones[b])
+    stats = {i: (per_b[i], two_b[i], kept_b[i]) for i in range(nb)}
     rows = []
     for i, per in enumerate(shown, start=1):
         buyers, repeaters, retained = stats.get(i, (0, 0, 0))
