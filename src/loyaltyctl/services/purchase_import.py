@@ -324,10 +324,16 @@ class _Store:
         return {r[0]: tuple(r[1:]) for r in rows}
 
     def next_ids(self, table: str, n: int) -> list[int]:
+        if n <= 0:
+            return []
         if self.pg:
-            return list(self.conn.execute(
-                text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) "
-                     "FROM generate_series(1, :n)"), {"t": table, "n": n}).scalars())
+            # Usually one contiguous block: only its ends travel, not n rows.
+            lo, hi, ids = self.conn.execute(
+                text("SELECT MIN(v), MAX(v), CASE WHEN MAX(v) - MIN(v) + 1 = COUNT(*) THEN NULL "
+                     "ELSE array_agg(v ORDER BY v) END FROM (SELECT nextval("
+                     "pg_get_serial_sequence(:t, 'id')) AS v FROM generate_series(1, :n)) s"),
+                {"t": table, "n": n}).one()
+            return list(range(lo, hi + 1)) if ids is None else list(ids)
         # We hold SQLite's write lock (BEGIN IMMEDIATE), so nobody else can take these ids.
         first = self.conn.execute(
             text(f"SELECT COALESCE(MAX(id), 0) + 1 FROM {table}")).scalar_one()  # noqa: S608 - constant
