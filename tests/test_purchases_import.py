@@ -404,6 +404,9 @@ def test_skip_needs_a_rejects_file(members: Club) -> None:
     f = write(members, "p.csv", "R1,C1,1000,2026-03-01 10:00,,")
     r = imp(members, f, "--on-error", "skip")
     assert r.exit_code == 2 and "--rejects" in r.stderr
+    r = imp(members, f, "--on-error", "skip", "--rejects", str(f))
+    assert r.exit_code == 2 and "must not be the file being imported" in r.stderr
+    assert f.read_text().count("\n") == 2
     assert members.query("SELECT COUNT(*) FROM purchases") == [(0,)]
 
 

@@ -76,6 +76,8 @@ def import_(
     if rejects is not None and on_error is OnError.abort:
         raise UsageError("--rejects is written only with --on-error skip "
                          "(by default any bad row stops the import)")
+    if rejects is not None and str(file) != "-" and rejects.resolve() == file.resolve():
+        raise UsageError("--rejects must not be the file being imported")
     config = a.config
     out = a.out(output)
     f = a.format(fmt and fmt.value)

@@ -11,8 +11,10 @@ differs is how the work is done, batch by batch:
 3. parse and check the rest in Python, resolve their members in one or two queries, lock
    and read the members' tier, status and balance in one query;
 4. compute points with the pure rules, pre-allocate ids (SQLite: MAX(id)+1 under the write
-   lock that BEGIN IMMEDIATE holds; PostgreSQL: a batch of `nextval`), and write purchases
-   and earn lots with executemany (SQLite) or COPY (PostgreSQL);
+   lock that BEGIN IMMEDIATE holds; PostgreSQL: a block of `nextval`), and write purchases
+   and earn lots with executemany (SQLite) or COPY (PostgreSQL). Rows are validated and
+   priced in Python (the rules are Python), so COPY goes straight into the tables: a
+   staging table would only copy every row a second time;
 5. move balances with one statement; settle clawback debt for the rare members that owe
    points; run the after-purchase hooks once for the batch.
 
