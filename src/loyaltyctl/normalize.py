@@ -20,6 +20,16 @@ _DIGITS.update({0x066B: ".", 0x066C: ",", 0x060C: ","})
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
+# No number we accept has more digits than this; longer text is refused before parsing.
+_MAX_DIGITS = 40
+
+
+def _shown(text: object) -> str:
+    """`text` quoted for a message, cut short if it is long."""
+    s = str(text)
+    return repr(s) if len(s) <= 40 else f"{s[:20]!r}... ({len(s):,} characters)"
+
+
 def ascii_digits(text: str) -> str:
     """Replace Persian and Arabic-Indic digits with ASCII ones and strip the ends."""
     return text.translate(_DIGITS).strip()
@@ -34,7 +44,9 @@ def parse_int(text: str | int) -> int:
     s = ascii_digits(str(text)).replace(",", "").replace("_", "").replace(" ", "")
     s = s.replace("\u200c", "").replace("\u00a0", "")
     if not re.fullmatch(r"[+-]?\d+", s):
-        raise ValueError(f"{text!r} is not a whole number")
+        raise ValueError(f"{_shown(text)} is not a whole number")
+    if len(s) > _MAX_DIGITS:  # int() of thousands of digits is slow, then refused by Python
+        raise ValueError(f"{_shown(text)} is too large")
     return int(s)
 
 
@@ -55,7 +67,9 @@ def parse_money(text: str | int | float | Decimal, decimals: int) -> int:
         s = ascii_digits(text).replace(",", "").replace("_", "").replace(" ", "")
         s = s.replace("\u200c", "").replace("\u00a0", "")
         if not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)", s):
-            raise ValueError(f"{text!r} is not an amount")
+            raise ValueError(f"{_shown(text)} is not an amount")
+        if len(s) > _MAX_DIGITS:  # a million digits overflow Decimal's exponent
+            raise ValueError(f"{_shown(text)} is too large")
         try:
             value = Decimal(s)
         except InvalidOperation as exc:  # pragma: no cover - regex guards this

@@ -5,7 +5,9 @@ a time (or lists of `batch_size` rows), each with its row number as a person see
 spreadsheet or editor (CSV: the header is row 1, so the first data row is row 2; JSON
 Lines: the line number). Header problems (unknown, missing or repeated columns) stop the
 import before anything happens, naming the columns; problems in one row (too many
-fields, bad JSON) are reported for that row only, so the caller can reject it and go on.
+fields, bad JSON, a control character or an absurdly long value) are reported for that row
+only, so the caller can reject it and go on. A file that is not UTF-8 is refused naming the
+line of the first bad byte.
 
 Handled for the caller: a UTF-8 byte-order mark (Excel writes one), CRLF line ends, blank
 lines, header names in any case with stray spaces, JSON numbers where text is expected.
@@ -13,9 +15,11 @@ lines, header names in any case with stray spaces, JSON numbers where text is ex
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from operator import itemgetter
@@ -36,6 +40,77 @@ Row = tuple[int, Values | None, str | None]
 # but a missing closing quote swallows the rest of the file into one field, and the
 # message for that should name the row rather than the csv module's limit.
 _FIELD_LIMIT = 1 << 20
+# No value of any import is longer than this (notes are the longest, 500 characters); a
+# longer one is refused for that row without being echoed back in the message.
+VALUE_LIMIT = 1000
+# Control characters have no place in an import value: PostgreSQL cannot store NUL, and an
+# escape sequence in a name or a category would reach the terminals that show it. Unpaired
+# surrogates (JSON "\ud800") are not characters at all and cannot be written as UTF-8.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+_search_control = _CONTROL.search
+
+
+def value_problem(columns: Sequence[str], values: Sequence[str | None]) -> str | None:
+    """Why a row's values cannot be imported at all (a control character, an absurd
+    length), naming the column; None for the usual row. Cheap when all is well."""
+    joined = "".join(filter(None, values))
+    if len(joined) <= VALUE_LIMIT and _search_control(joined) is None:
+        return None
+    for name, v in zip(columns, values, strict=False):
+        if not v:
+            continue
+        if len(v) > VALUE_LIMIT:
+            return f"{name}: {len(v):,} characters, longer than any valid value ({VALUE_LIMIT:,})"
+        m = _CONTROL.search(v)
+        if m:
+            code = ord(m.group())
+            what = "an unpaired surrogate" if 0xD800 <= code <= 0xDFFF else "a control character"
+            return f"{name}: contains {what} (U+{code:04X})"
+    return None
+
+
+def not_utf8(name: str, path: Path | None) -> InvalidInput:
+    """The error for a file that is not UTF-8: where the first bad byte is, when the file
+    can be read again (not standard input)."""
+    hint = "save the file as UTF-8 (in Excel: Save As, CSV UTF-8)"
+    where = None
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                if fh.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+                    return InvalidInput(f"{name}: not UTF-8 text (it is UTF-16)", hint=hint)
+                fh.seek(0)
+                where = _first_bad_byte(fh)
+        except OSError:
+            where = None
+    if where is None:
+        return InvalidInput(f"{name}: not UTF-8 text", hint=hint)
+    line, offset, byte = where
+    return InvalidInput(f"{name}: not UTF-8 text (line {line:,}: byte 0x{byte:02X} at offset "
+                        f"{offset:,})", hint=hint)
+
+
+def _first_bad_byte(fh: IO[bytes]) -> tuple[int, int, int] | None:
+    """(line, offset, byte) of the first byte that is not UTF-8, reading in chunks."""
+    line, offset, carry = 1, 0, b""
+    while True:
+        chunk = fh.read(1 << 20)
+        data = carry + chunk
+        if not data:
+            return None
+        try:
+            data.decode("utf-8")
+            good, carry = data, b""
+        except UnicodeDecodeError as exc:
+            if chunk and exc.reason == "unexpected end of data":
+                good, carry = data[:exc.start], data[exc.start:]  # split across chunks
+            else:
+                before = data[:exc.start]
+                return line + before.count(b"\n"), offset + exc.start, data[exc.start]
+        line += good.count(b"\n")
+        offset += len(good)
+        if not chunk:
+            return None
 
 
 def detect_format(path: Path | str, explicit: str | None = None) -> str:
@@ -142,7 +217,7 @@ class TableReader:
             raise InvalidInput(f"{self.name}: the file is empty (expected a header row: "
                                f"{', '.join(self.required)})") from None
         except UnicodeDecodeError:
-            raise InvalidInput(f"{self.name}: not UTF-8 text (save it as CSV UTF-8)") from None
+            raise self._not_utf8() from None
         except csv.Error as exc:
             raise InvalidInput(f"{self.name}: row 1: {exc}") from None
         names = [_norm_header(h) for h in header]
@@ -189,7 +264,10 @@ class TableReader:
             else:
                 yield from self._iter_jsonl()
         except UnicodeDecodeError:
-            raise InvalidInput(f"{self.name}: not UTF-8 text (save it as CSV UTF-8)") from None
+            raise self._not_utf8() from None
+
+    def _not_utf8(self) -> InvalidInput:
+        return not_utf8(self.name, None if str(self.path) == "-" else self.path)
 
     def _iter_csv(self) -> Iterator[Row]:
         positions = self._positions
@@ -201,6 +279,7 @@ class TableReader:
         fast = positions[:len(present)] == present and len(present) > 1
         pick = itemgetter(*present) if fast else None
         pad: tuple[None, ...] = (None,) * tail
+        columns = self.columns
         n = 1
         while True:
             try:
@@ -218,10 +297,13 @@ class TableReader:
                 if len(fields) < width or any(f.strip() for f in fields[width:]):
                     yield n, None, f"has {len(fields)} fields, the header has {width}"
                     continue
-            if pick is not None:
-                yield n, pick(fields) + pad, None
-            else:
-                yield n, tuple(None if p is None else fields[p] for p in positions), None
+            values = pick(fields) + pad if pick is not None else tuple(
+                None if p is None else fields[p] for p in positions)
+            problem = value_problem(columns, values)
+            if problem is not None:
+                yield n, None, problem
+                continue
+            yield n, values, None
 
     def _iter_jsonl(self) -> Iterator[Row]:
         assert self._text is not None
@@ -252,6 +334,10 @@ class TableReader:
                 values = tuple(_scalar(keys.get(c)) for c in columns)
             except ValueError as exc:
                 yield n, None, str(exc)
+                continue
+            problem = value_problem(columns, values)
+            if problem is not None:
+                yield n, None, problem
                 continue
             yield n, values, None
 

@@ -256,7 +256,10 @@ def expire_due(
         return ExpiryResult(0, 0, 0)
     if member_ids is not None:
         params["mids"] = list(member_ids)
-    stmt = _EXPIRE_STATEMENTS[(member_ids is not None, conn.dialect.name == "postgresql")]
+    pg = conn.dialect.name == "postgresql"
+    if pg and member_ids is None:
+        conn.execute(_EXPIRE_LOCK_MEMBERS, {"as_of": as_of})
+    stmt = _EXPIRE_STATEMENTS[(member_ids is not None, pg)]
     params["first_id"] = conn.execute(
         text("SELECT COALESCE(MAX(id), 0) FROM ledger_entries")).scalar()
     n = conn.execute(stmt, params).rowcount
@@ -406,6 +409,13 @@ _EXPIRE_STATEMENTS = {
     (True, True): text(_EXPIRE_SELECT + _BY_MEMBER + _LOCK).bindparams(
         bindparam("mids", expanding=True)),
 }
+# PostgreSQL, the nightly run: lock the members first, in id order, then their lots. A debit
+# locks its member and then expires that member's due lots; locking all the lots first and
+# the members only at the end (the balance update) deadlocks with a debit running meanwhile.
+_EXPIRE_LOCK_MEMBERS = text(
+    "SELECT id FROM members WHERE id IN (SELECT member_id FROM ledger_entries"
+    " WHERE remaining > 0 AND pending_until IS NULL AND expires_on IS NOT NULL"
+    " AND expires_on <= :as_of) ORDER BY id FOR UPDATE")
 _EXPIRE_ALLOCATE = text(
     "INSERT INTO allocations (member_id, debit_id, lot_id, points)"
     " SELECT member_id, id, source_id, -points FROM ledger_entries"

@@ -48,6 +48,7 @@ from sqlmodel import Session
 from loyaltyctl.errors import InvalidInput, Refused
 from loyaltyctl.normalize import ascii_digits
 from loyaltyctl.pii import mask_record
+from loyaltyctl.services.csvio import not_utf8, value_problem
 from loyaltyctl.services.members import (
     CONTACT_FIELDS,
     MEMBERS,
@@ -177,6 +178,8 @@ def _csv_rows(path: Path, text: IO[str]) -> tuple[list[str], RowIter]:
             problem = None
             if len(cells) != len(columns):
                 problem = f"has {len(cells)} fields, the header has {len(columns)}"
+            else:
+                problem = value_problem(columns, cells)
             yield num, raw, problem
 
     return columns, rows()
@@ -211,6 +214,7 @@ def _jsonl_rows(path: Path, text: IO[str]) -> tuple[list[str], RowIter]:
             missing = [c for c in REQUIRED_COLUMNS if c not in obj]
             if missing and not problem:
                 problem = f"missing {', '.join(missing)}"
+            problem = problem or value_problem(list(raw), list(raw.values()))
             yield num, raw, problem
 
     return list(IMPORT_COLUMNS), rows()
@@ -653,8 +657,7 @@ def import_members(
             finally:
                 rejects.close()
         except UnicodeDecodeError:
-            raise InvalidInput(f"{path}: not UTF-8 text (near byte {binary.raw.tell():,})",
-                               hint="save the file as UTF-8 (CSV UTF-8 in Excel)") from None
+            raise not_utf8(str(path), path) from None
     result = imp.result
     result.errors.sort(key=lambda e: e.row)
     if result.rejected and on_error == "abort":

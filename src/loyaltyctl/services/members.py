@@ -61,7 +61,7 @@ CONTACT_FIELDS = ("phone", "email", "card_number")
 CLEARABLE = ("phone", "email", "card_number", "birth_date", "acquisition_campaign", "tags",
              "referred_by")
 
-_CODE_RE = re.compile(r"^[^\s@,]{1,64}$")
+_CODE_RE = re.compile(r"^[^\s@,\x00-\x1f\x7f]{1,64}$")
 _CARD_STRIP = re.compile(r"[\s\-_.]")
 _CARD_RE = re.compile(r"^[A-Z0-9]{1,64}$")
 _TAG_RE = re.compile(r"^[^\s,]{1,40}$")

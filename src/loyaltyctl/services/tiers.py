@@ -183,25 +183,48 @@ def _decide_all(config: Config, facts: list[MemberTierFacts], *, now: datetime,
 
 
 def apply_moves(*, session: Session, moves: Sequence[TierMove], now: datetime, actor: str,
-                reason: str | None = None) -> None:
+                reason: str | None = None, only_if_unchanged: bool = False) -> list[TierMove]:
     """Write the moves: one UPDATE per target tier (and 5,000 members), one executemany of
-    tier history rows."""
+    tier history rows. Returns the moves written.
+
+    only_if_unchanged: for callers that read tiers without locking the members (`recalc`):
+    a member whose tier is no longer the move's from_tier (a purchase upgraded it after the
+    read, on PostgreSQL) is left as it is, and its move is dropped.
+    """
     if not moves:
-        return
-    by_tier: dict[str | None, list[int]] = {}
-    for mv in moves:
-        by_tier.setdefault(mv.to_tier, []).append(mv.member_id)
-    stmt = (update(_m).where(_m.c.id.in_(bindparam("ids", expanding=True)))
-            .values(tier=bindparam("b_tier"), tier_since=now, updated_at=now))
-    for to_tier, ids in by_tier.items():
-        for part in chunks(ids):
-            session.execute(stmt, {"ids": part, "b_tier": to_tier})
+        return []
+    if only_if_unchanged:
+        by_change: dict[tuple[str | None, str | None], list[int]] = {}
+        for mv in moves:
+            by_change.setdefault((mv.from_tier, mv.to_tier), []).append(mv.member_id)
+        guarded = (update(_m).where(_m.c.id.in_(bindparam("ids", expanding=True)),
+                                    _m.c.tier.is_not_distinct_from(bindparam("b_from")))
+                   .values(tier=bindparam("b_tier"), tier_since=now, updated_at=now)
+                   .returning(_m.c.id))
+        done: set[int] = set()
+        for (from_tier, to_tier), ids in by_change.items():
+            for part in chunks(ids):
+                done.update(session.execute(
+                    guarded, {"ids": part, "b_from": from_tier, "b_tier": to_tier}).scalars())
+        moves = [mv for mv in moves if mv.member_id in done]
+        if not moves:
+            return []
+    else:
+        by_tier: dict[str | None, list[int]] = {}
+        for mv in moves:
+            by_tier.setdefault(mv.to_tier, []).append(mv.member_id)
+        stmt = (update(_m).where(_m.c.id.in_(bindparam("ids", expanding=True)))
+                .values(tier=bindparam("b_tier"), tier_since=now, updated_at=now))
+        for to_tier, ids in by_tier.items():
+            for part in chunks(ids):
+                session.execute(stmt, {"ids": part, "b_tier": to_tier})
     session.execute(insert(_th), [
         {"member_id": mv.member_id, "from_tier": mv.from_tier, "to_tier": mv.to_tier,
          "changed_at": now, "reason": reason or mv.direction, "metric_value": mv.metric,
          "actor": actor[:64]}
         for mv in moves
     ])
+    return list(moves)
 
 
 def upgrade_members(*, session: Session, config: Config, member_ids: Sequence[int],
@@ -277,7 +300,7 @@ def recalc(*, session: Session, config: Config, now: datetime, actor: str) -> Re
         return RecalcResult([], 0)
     facts = _facts(session, config, now=now, member_ids=None)
     moves = _decide_all(config, facts, now=now, allow_downgrade=True)
-    apply_moves(session=session, moves=moves, now=now, actor=actor)
+    moves = apply_moves(session=session, moves=moves, now=now, actor=actor, only_if_unchanged=True)
     return RecalcResult(moves, len(facts))
 
 
