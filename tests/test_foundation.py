@@ -182,3 +182,12 @@ def test_unreachable_server_is_named_not_called_uninitialised(club: Club) -> Non
     assert r.exit_code == 1
     assert "cannot connect to database postgresql+psycopg://bob:***@127.0.0.1:1/nowhere" in r.stderr
     assert "not initialised" not in r.stderr and "s3cretpw" not in r.output
+
+
+def test_lock_conflicts_are_recognised_as_busy() -> None:
+    from loyaltyctl.cli.main import _busy_error
+
+    for text in ("database is locked", "canceling statement due to lock timeout",
+                 "deadlock detected\nDETAIL: Process 1 waits for ShareLock"):
+        assert _busy_error(Exception(text)), text
+    assert not _busy_error(Exception("no such table: members"))

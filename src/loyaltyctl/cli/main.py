@@ -27,7 +27,8 @@ from loyaltyctl.errors import ExitCode, LoyaltyError
 def _busy_error(exc: BaseException) -> bool:
     text = str(exc).lower()
     return any(s in text for s in ("database is locked", "database is busy", "lock timeout",
-                                   "could not obtain lock", "canceling statement due to lock"))
+                                   "could not obtain lock", "canceling statement due to lock",
+                                   "deadlock detected"))
 
 
 class LoyaltyGroup(TyperGroup):

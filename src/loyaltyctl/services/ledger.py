@@ -416,13 +416,15 @@ _EXPIRE_LOCK_MEMBERS = text(
     "SELECT id FROM members WHERE id IN (SELECT member_id FROM ledger_entries"
     " WHERE remaining > 0 AND pending_until IS NULL AND expires_on IS NOT NULL"
     " AND expires_on <= :as_of) ORDER BY id FOR UPDATE")
+# The run's token is unique, so its entries are found by the id range and the token alone
+# (adding kind = 'expire' made SQLite walk every past expiry through the kind index).
 _EXPIRE_ALLOCATE = text(
     "INSERT INTO allocations (member_id, debit_id, lot_id, points)"
     " SELECT member_id, id, source_id, -points FROM ledger_entries"
-    " WHERE id > :first_id AND ref = :token AND kind = 'expire'")
+    " WHERE id > :first_id AND ref = :token")
 _EXPIRE_CLOSE_LOTS = text(
     "UPDATE ledger_entries SET remaining = 0 WHERE id IN (SELECT source_id FROM ledger_entries"
-    " WHERE id > :first_id AND ref = :token AND kind = 'expire')")
+    " WHERE id > :first_id AND ref = :token)")
 _EXPIRE_TOTALS = text(
     "SELECT member_id, SUM(points) FROM ledger_entries"
-    " WHERE id > :first_id AND ref = :token AND kind = 'expire' GROUP BY member_id")
+    " WHERE id > :first_id AND ref = :token GROUP BY member_id")
