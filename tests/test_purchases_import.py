@@ -666,3 +666,20 @@ def test_memoised_parsers_fall_back_for_unusual_text() -> None:
         fast.instant("2026-03-01 10:60")
     with pytest.raises(ValueError):
         fast.money("9" * 16)
+
+
+def test_a_ref_recorded_meanwhile_by_another_run(members: Club, monkeypatch) -> None:
+    """The look-up said R1 was new, but another run wrote it before our insert (possible on
+    PostgreSQL only, where writers do not queue for one lock): refused, nothing imported."""
+    from loyaltyctl.services import purchase_import
+
+    members.ok("--as-of", AS_OF, "purchases", "record", "C2", "3000", "--ref", "R1",
+               "--at", "2026-03-01 10:00")
+    before = members.dump()
+    monkeypatch.setattr(purchase_import._Store, "existing_refs", lambda self, refs: {})
+    r = imp(members, write(members, "p.csv", "R0,C1,1000,2026-03-01 09:00,,",
+                           "R1,C1,12000,2026-03-01 10:00,,"))
+    assert r.exit_code == 5
+    assert "another run recorded some of these purchases" in r.stderr
+    assert "run the import again" in r.stderr
+    assert members.dump() == before

@@ -44,7 +44,7 @@ from sqlmodel import Session
 
 from loyaltyctl.config import Config
 from loyaltyctl.db.models import LedgerEntry, Member, Purchase
-from loyaltyctl.errors import InvalidInput
+from loyaltyctl.errors import InvalidInput, Refused
 from loyaltyctl.normalize import parse_money
 from loyaltyctl.rules.campaigns import matching_campaigns
 from loyaltyctl.rules.earning import norm_category, purchase_points
@@ -816,10 +816,20 @@ class _Import:
                     d[1] += points
                     s.pending_points += points
                 s.points += points
-        store.write("purchases", store.P_COLS, purchases)
-        lids = store.next_ids("ledger_entries", len(lots))
-        store.write("ledger_entries", store.L_COLS,
-                    [(lid, *lot) for lid, lot in zip(lids, lots, strict=True)])
+        try:
+            store.write("purchases", store.P_COLS, purchases)
+            lids = store.next_ids("ledger_entries", len(lots))
+            store.write("ledger_entries", store.L_COLS,
+                        [(lid, *lot) for lid, lot in zip(lids, lots, strict=True)])
+        except Exception as exc:
+            if not _unique_violation(exc):
+                raise
+            # PostgreSQL only (SQLite's write lock keeps everyone out): another run recorded
+            # one of these refs after this batch looked them up.
+            raise Refused(
+                "another run recorded some of these purchases while the import ran; nothing "
+                "was imported", hint="run the import again: it skips what is already there",
+            ) from None
         store.add_balances(deltas)
         self.mine.add(pids)
         s.imported += len(fresh)
@@ -850,6 +860,18 @@ class _Import:
     def finish(self) -> ImportSummary:
         self.summary.members = self.store.count_members(self.mine.ranges)
         return self.summary
+
+
+def _unique_violation(exc: BaseException) -> bool:
+    from sqlalchemy.exc import IntegrityError
+
+    if isinstance(exc, IntegrityError):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - SQLite-only installs
+        return False
+    return isinstance(exc, psycopg.errors.UniqueViolation)
 
 
 def _db_ts(value: Any, ts: Callable[[Any], Any]) -> Any:
