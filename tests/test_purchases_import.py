@@ -541,16 +541,20 @@ def test_persian_digits_and_jalali_dates(members: Club) -> None:
         ("R۱", 12500, "2026-03-01 10:00"), ("R2", 3000, "2026-03-02 00:00")]
 
 
+DATA = Path(__file__).parent / "data" / "purchases"
+
+
 def test_bom_and_crlf(members: Club) -> None:
-    path = members.root / "excel.csv"
-    body = "\r\n".join([HEADER.upper().replace(",", ", "), "R1,C1,12000,2026-03-01 10:00,x,y",
-                        "\"R2\",C2,\"3,000\",2026-03-02 10:00,,", ""])
-    path.write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))
-    r = imp(members, path, "--format", "json")
+    """An Excel "CSV UTF-8" file: byte-order mark, CRLF, headers in another case with spaces,
+    quoted thousands, a phone in Persian digits, an ISO 'T' time."""
+    raw = (DATA / "excel-bom-crlf.csv").read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf") and b"\r\n" in raw  # the file is what it claims
+    r = imp(members, DATA / "excel-bom-crlf.csv", "--format", "json")
     assert r.exit_code == 0, r.output
-    assert counts(r)["points"] == 15
-    assert members.query("SELECT ref, category, channel FROM purchases ORDER BY ref") == [
-        ("R1", "x", "y"), ("R2", None, None)]
+    assert counts(r)["points"] == 15  # 12,500 -> 12 and 3,000 -> 3
+    assert members.query("SELECT p.ref, m.code, p.category, p.channel FROM purchases p "
+                         "JOIN members m ON m.id = p.member_id ORDER BY p.ref") == [
+        ("X1", "C1", "groceries", "store"), ("X2", "C2", None, "web")]
 
 
 def test_json_lines_input(members: Club, tmp_path: Path) -> None:
