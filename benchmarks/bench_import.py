@@ -15,8 +15,8 @@ subprocess so peak memory is that run's alone:
 - the same import again (every row already imported).
 
 Prints wall time, rows per second, peak RSS and the ratio to the baseline, and checks the
-targets (re-import <= 1x baseline, peak < 300 MB, and from 1,000,000 rows, where the target
-is set, fresh import <= 2.5x baseline: on small files fixed costs such as start-up and the
+targets (peak < 300 MB; from 1,000,000 rows, the size they are set for, fresh import <= 2.5x
+and re-import <= 1x the baseline: on small files fixed costs such as start-up and the
 per-batch hooks weigh more); exits 1 if one is missed (with --check). THE POSTGRESQL DATABASE GIVEN WITH --db IS EMPTIED (schema public dropped).
 """
 
@@ -226,11 +226,11 @@ def main() -> None:
         missed = []
         if n >= 1_000_000 and fresh_s > TARGET_FRESH * base_s:
             missed.append(f"fresh import {fresh_s / base_s:.2f}x baseline > {TARGET_FRESH}x")
-        if again_s > TARGET_AGAIN * base_s:
+        if n >= 1_000_000 and again_s > TARGET_AGAIN * base_s:
             missed.append(f"re-import {again_s / base_s:.2f}x baseline > {TARGET_AGAIN}x")
         if max(fresh_mb, again_mb) > TARGET_MB:
             missed.append(f"peak {max(fresh_mb, again_mb):.0f} MB > {TARGET_MB} MB")
-        checked = "" if n >= 1_000_000 else " (fresh-import ratio is checked from 1,000,000 rows)"
+        checked = "" if n >= 1_000_000 else " (ratios to the baseline are checked from 1,000,000 rows)"
         print("targets: " + ("all met" if not missed else "MISSED: " + "; ".join(missed)) + checked)
         if missed and args.check:
             raise SystemExit(1)
