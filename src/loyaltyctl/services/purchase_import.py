@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
+import threading
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -61,7 +63,7 @@ _REF, _MEMBER, _AMOUNT, _AT, _CATEGORY, _CHANNEL, _CURRENCY = range(7)
 ENV_BATCH = "LOYALTYCTL_IMPORT_BATCH"
 DEFAULT_BATCH = 50_000
 MAX_LISTED_ERRORS = 20
-_KEY_CACHE_LIMIT = 500_000
+_KEY_CACHE_LIMIT = 100_000
 
 Reject = Callable[[int, Sequence[str | None] | None, str], None]
 Progress = Callable[[int, int], None]
@@ -115,7 +117,7 @@ def batch_size_from_env(default: int = DEFAULT_BATCH) -> int:
 # value is exactly what the single-purchase path computes.
 
 _HOUR_PREFIX = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}")
-_CACHE_LIMIT = 100_000
+_CACHE_LIMIT = 4_096  # files run in time order: a few days of hours is plenty
 
 
 class _Parsers:
@@ -507,7 +509,7 @@ def import_purchases(
     job.summary.dry_run = dry_run
     savepoint = session.begin_nested()
     try:
-        for batch in reader.batches(size):
+        for batch in _read_ahead(reader, size, job.prepare):
             job.batch(batch)
             if progress is not None:
                 progress(reader.bytes_read, job.summary.rows)
@@ -526,6 +528,57 @@ def import_purchases(
     if on_error == "abort" and summary.rejected:
         raise _abort_error(reader.name, summary)
     return summary
+
+
+def _read_ahead(reader: TableReader, size: int,
+                prepare: Callable[[list[Row]], list[tuple]]) -> Iterator[list[tuple]]:
+    """`prepare(batch)` for each batch of the file, one batch ahead, in a second thread.
+
+    The database work of a batch (inserts, look-ups, hooks) runs in C with the GIL released,
+    so reading and parsing the next batch meanwhile takes a second core's time, not ours.
+    At most two batches exist at once: the one being written and the one being prepared.
+    An error in the reading thread (a file that is not UTF-8, a broken quote) is raised here.
+    """
+    slots = threading.Semaphore(1)  # batches prepared but not yet taken
+    handoff: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for batch in reader.batches(size):
+                while not slots.acquire(timeout=0.1):
+                    if stop.is_set():
+                        return
+                if stop.is_set():
+                    return
+                handoff.put(prepare(batch))
+            handoff.put(_END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            handoff.put(_Failure(exc))
+
+    thread = threading.Thread(target=work, name="purchases-import-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = handoff.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+            slots.release()
+    finally:
+        stop.set()
+        slots.release()
+        thread.join(timeout=10)
+
+
+class _Failure:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_END = object()
 
 
 def _abort_error(name: str, s: ImportSummary) -> InvalidInput:
@@ -572,47 +625,57 @@ class _Import:
             if self.on_reject is not None and self.on_error == "skip":
                 self.on_reject(row, values, reason)
 
-    def batch(self, rows: list[Row]) -> None:
+    def prepare(self, rows: list[Row]) -> list[tuple]:
+        """Everything about a batch that needs no database: (row, values, ref, parsed or
+        reason); ref is None for a row rejected before its ref is known. Pure, so it runs
+        in the reading thread while the previous batch is being written."""
+        out = []
+        add = out.append
+        parse = self._parse
+        for n, values, err in rows:
+            if err is not None:
+                add((n, values, None, err))
+                continue
+            ref = (values[_REF] or "").strip()
+            if not ref:
+                add((n, values, None, "ref: empty (every purchase needs its transaction id)"))
+            elif len(ref) > 100:
+                add((n, values, None, f"ref: {ref[:20]!r}... is longer than 100 characters"))
+            else:
+                add((n, values, ref, parse(n, values, ref)))
+        return out
+
+    def batch(self, rows: list[tuple]) -> None:
+        """Check, price and write one prepared batch (see `prepare`)."""
         s = self.summary
         s.batches += 1
         s.rows += len(rows)
         rejects: list = []
         reject = rejects.append
 
-        # 1. refs, and which of them exist already.
-        candidates = []
-        for n, values, err in rows:
-            if err is not None:
-                reject((n, values, err))
-                continue
-            ref = (values[_REF] or "").strip()
-            if not ref:
-                reject((n, values, "ref: empty (every purchase needs its transaction id)"))
-            elif len(ref) > 100:
-                reject((n, values, f"ref: {ref[:20]!r}... is longer than 100 characters"))
-            else:
-                candidates.append((n, values, ref))
-        existing = self.store.existing_refs(list({c[2] for c in candidates}))
+        # 1. which refs exist already.
+        existing = self.store.existing_refs(list({r[2] for r in rows if r[2] is not None}))
         mine = self.mine
         ours = self.store.purchase_facts([i for i in existing.values() if i in mine])
         # Refs an earlier batch of this import wrote: a copy here is a duplicate or a conflict.
         earlier = {ref: ours[i] for ref, i in existing.items() if i in ours}
 
-        # 2. parse what is new (or repeats a row of this very import).
+        # 2. rows new (or repeating a row of this very import), parsed or rejected.
         parsed: list[_Parsed] = []
         keys: set[str] = set()
-        for n, values, ref in candidates:
-            prior = existing.get(ref)
-            if prior is not None and ref not in earlier:
+        for n, values, ref, result in rows:
+            if ref is None:
+                reject((n, values, result))
+            elif ref in existing and ref not in earlier:
                 s.already_imported += 1
-                continue
-            p = self._parse(n, values, ref, rejects)
-            if p is not None:
-                parsed.append(p)
-                keys.add(p.key)
+            elif isinstance(result, str):
+                reject((n, values, result))
+            else:
+                parsed.append(result)
+                keys.add(result.key)
         # Memory stays flat in the batch size too: drop what is no longer needed as we go.
         rows.clear()
-        del candidates, existing, ours
+        del existing, ours
 
         # 3. members: resolve keys, create unknown ones if asked, read tier/status/balance.
         found = self.members.resolve(keys) if keys else {}
@@ -661,45 +724,38 @@ class _Import:
         if fresh:
             self._write(fresh, info)
 
-    def _parse(self, n: int, values: tuple, ref: str, rejects: list) -> _Parsed | None:
+    def _parse(self, n: int, values: tuple, ref: str) -> _Parsed | str:
+        """The row parsed, or why it is rejected. Pure: runs in the reading thread."""
         key = (values[_MEMBER] or "").strip()
         if not key:
-            rejects.append((n, values, "member: empty (give a member code, phone or e-mail)"))
-            return None
+            return "member: empty (give a member code, phone or e-mail)"
         raw_amount = (values[_AMOUNT] or "").strip()
         try:
             amount = self.parse.money(raw_amount)
         except ValueError as exc:
-            rejects.append((n, values, f"amount: {exc}"))
-            return None
+            return f"amount: {exc}"
         if amount <= 0:
-            rejects.append((n, values, f"amount: {raw_amount!r} must be greater than zero "
-                                       "(refunds have their own command)"))
-            return None
+            return (f"amount: {raw_amount!r} must be greater than zero "
+                    "(refunds have their own command)")
         raw_at = (values[_AT] or "").strip()
         if not raw_at:
-            rejects.append((n, values, "occurred_at: empty (give the date and time of the purchase)"))
-            return None
+            return "occurred_at: empty (give the date and time of the purchase)"
         try:
             at = self.parse.instant(raw_at)
         except ValueError as exc:
-            rejects.append((n, values, f"occurred_at: {exc}"))
-            return None
+            return f"occurred_at: {exc}"
         if at > self.now:
-            rejects.append((n, values, f"occurred_at: {raw_at!r} is in the future "
-                                       f"(now is {self.now:%Y-%m-%d %H:%M} UTC)"))
-            return None
+            return (f"occurred_at: {raw_at!r} is in the future "
+                    f"(now is {self.now:%Y-%m-%d %H:%M} UTC)")
         category = self.parse.name(values[_CATEGORY])
         channel = self.parse.name(values[_CHANNEL])  # the same normalisation as the category
         for name, v in (("category", category), ("channel", channel)):
             if v is not None and len(v) > 64:
-                rejects.append((n, values, f"{name}: longer than 64 characters"))
-                return None
+                return f"{name}: longer than 64 characters"
         currency = values[_CURRENCY]
         if currency and currency.strip() and currency.strip().upper() != self.currency:
-            rejects.append((n, values, f"currency: {currency.strip()!r} is not the program's "
-                                       f"currency {self.currency}"))
-            return None
+            return (f"currency: {currency.strip()!r} is not the program's "
+                    f"currency {self.currency}")
         return _Parsed(n, values, ref, key, amount, at, category, channel)
 
     # -- members created on the fly ---------------------------------------------------------
