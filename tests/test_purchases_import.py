@@ -687,3 +687,22 @@ def test_a_ref_recorded_meanwhile_by_another_run(members: Club, monkeypatch) -> 
     assert "another run recorded some of these purchases" in r.stderr
     assert "run the import again" in r.stderr
     assert members.dump() == before
+
+
+def test_a_broken_file_late_in_the_file_changes_nothing(members: Club, tmp_path: Path) -> None:
+    """Rows are read one batch ahead in a second thread: a file that breaks after the first
+    batches were written still stops the import with its message, and nothing stays."""
+    good = [f"R{i},C1,1000,2026-03-01 10:00,," for i in range(6)]
+    bad = tmp_path / "latin1.csv"
+    bad.write_bytes(("\n".join([HEADER, *good, "R9,C1,1000,2026-03-01 10:00,caf\xe9,"]) + "\n")
+                    .encode("latin-1"))
+    before = members.dump()
+    r = imp(members, bad, "--batch-size", "2")
+    assert r.exit_code == 4
+    assert "latin1.csv: not UTF-8 text (line 8" in r.stderr
+    assert members.dump() == before
+    quote = write(members, "quote.csv", *good, 'R9,C1,1000,"2026-03-01 10:00,,')
+    r = imp(members, quote, "--batch-size", "2", "--on-error", "skip", "--rejects",
+            str(tmp_path / "rejects.csv"))
+    assert r.exit_code == 4 and "quote.csv: row 8: unexpected end of data" in r.stderr
+    assert members.dump() == before
