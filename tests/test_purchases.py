@@ -197,3 +197,12 @@ def test_db_check_holds_after_purchases(two: Club) -> None:
     assert r.exit_code == 1
     assert "purchase_points: a purchase's recorded points equal the points of its earn lot: " \
            "T3, 5, 4" in r.stdout
+
+
+def test_overlong_category_is_refused_naming_the_option(club: Club) -> None:
+    club.ok("members", "add", "L1", "Long")
+    before = club.dump()
+    r = club.run("purchases", "record", "L1", "5000", "--ref", "T-LONG", "--category", "x" * 65)
+    assert r.exit_code == 4
+    assert "--category: at most 64 characters" in r.stderr
+    assert club.dump() == before

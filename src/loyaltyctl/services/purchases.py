@@ -116,6 +116,10 @@ def record_purchase(
 
     tz = config.program.timezone
     cat, ch = norm_category(category), _norm_channel(channel)
+    for option, value in (("--category", cat), ("--channel", ch)):
+        # The columns hold 64 characters; the bulk import refuses longer values the same way.
+        if value is not None and (len(value) > 64 or any(ord(c) < 32 for c in value)):
+            raise InvalidInput(f"{option}: at most 64 characters, no control characters")
     tier = config.tiers.get(member.tier)
     campaigns = matching_campaigns(
         config.campaigns, day=local_date(occurred_at, tz), amount=amount, category=cat,
