@@ -21,7 +21,7 @@ import io
 import json
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
@@ -126,6 +126,27 @@ def detect_format(path: Path | str, explicit: str | None = None) -> str:
 
 def _norm_header(name: str) -> str:
     return name.strip().lower().replace(" ", "_").replace("-", "_")
+
+
+# -- shared by every import ----------------------------------------------------------------
+
+MAX_LISTED_ERRORS = 20
+"""How many rejected rows an all-or-nothing import lists before it stops reading."""
+
+Reject = Callable[[int, Sequence[str | None] | None, str], None]
+"""on_reject(row number, the row's values, reason): a rejected row in --on-error skip."""
+Progress = Callable[[int, int], None]
+"""progress(bytes read so far, rows read so far)."""
+
+
+def abort_error(name: str, rejected: int, errors: list[tuple[int, str]]) -> InvalidInput:
+    """The all-or-nothing refusal: how many rows were rejected, the first ones by number."""
+    more = "" if rejected <= len(errors) else " (and possibly more: listing stopped)"
+    lines = "\n".join(f"  row {n}: {reason}" for n, reason in errors)
+    return InvalidInput(
+        f"{name}: {rejected:,} row(s) rejected{more}; nothing was imported:\n{lines}",
+        hint="fix these rows, or pass --on-error skip --rejects FILE to import the others",
+    )
 
 
 class TableReader:

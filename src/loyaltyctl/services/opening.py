@@ -23,7 +23,6 @@ skipped), a later copy with different data is rejected; a ref imported by an ear
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -34,7 +33,14 @@ from sqlmodel import Session
 from loyaltyctl.config import Config
 from loyaltyctl.db.models import LedgerEntry, Member
 from loyaltyctl.errors import InvalidInput
-from loyaltyctl.services.csvio import Row, TableReader
+from loyaltyctl.services.csvio import (
+    MAX_LISTED_ERRORS,
+    Progress,
+    Reject,
+    Row,
+    TableReader,
+    abort_error,
+)
 from loyaltyctl.timeutil import local_date, utcnow
 
 REQUIRED = ("member", "points", "expires_on", "ref")
@@ -45,12 +51,8 @@ COLUMNS = REQUIRED + OPTIONAL
 _MEMBER, _POINTS, _EXPIRES, _REF, _NOTE = range(5)
 KEY_PREFIX = "opening:"
 MAX_POINTS = 10**12
-MAX_LISTED_ERRORS = 20
 DEFAULT_BATCH = 5_000
 
-Reject = Callable[[int, Sequence[str | None] | None, str], None]
-Progress = Callable[[int, int], None]
-"""progress(bytes read so far, rows read so far)."""
 
 
 @dataclass
@@ -132,15 +134,6 @@ def import_opening_balances(
     if on_error == "abort" and summary.rejected:
         raise abort_error(reader.name, summary.rejected, summary.errors)
     return summary
-
-
-def abort_error(name: str, rejected: int, errors: list[tuple[int, str]]) -> InvalidInput:
-    more = "" if rejected <= len(errors) else " (and possibly more: listing stopped)"
-    lines = "\n".join(f"  row {n}: {reason}" for n, reason in errors)
-    return InvalidInput(
-        f"{name}: {rejected:,} row(s) rejected{more}; nothing was imported:\n{lines}",
-        hint="fix these rows, or pass --on-error skip --rejects FILE to import the others",
-    )
 
 
 class _OpeningImport:

@@ -50,7 +50,14 @@ from loyaltyctl.errors import InvalidInput, Refused
 from loyaltyctl.normalize import parse_money
 from loyaltyctl.rules.campaigns import matching_campaigns
 from loyaltyctl.rules.earning import norm_category, purchase_points
-from loyaltyctl.services.csvio import Row, TableReader
+from loyaltyctl.services.csvio import (
+    MAX_LISTED_ERRORS,
+    Progress,
+    Reject,
+    Row,
+    TableReader,
+    abort_error,
+)
 from loyaltyctl.timeutil import local_date, parse_instant, utcnow
 
 REQUIRED = ("ref", "member", "amount", "occurred_at")
@@ -62,12 +69,8 @@ _REF, _MEMBER, _AMOUNT, _AT, _CATEGORY, _CHANNEL, _CURRENCY = range(7)
 
 ENV_BATCH = "LOYALTYCTL_IMPORT_BATCH"
 DEFAULT_BATCH = 50_000
-MAX_LISTED_ERRORS = 20
 _KEY_CACHE_LIMIT = 100_000
 
-Reject = Callable[[int, Sequence[str | None] | None, str], None]
-Progress = Callable[[int, int], None]
-"""progress(bytes read so far, rows read so far)."""
 
 
 @dataclass
@@ -526,7 +529,7 @@ def import_purchases(
     else:
         savepoint.commit()
     if on_error == "abort" and summary.rejected:
-        raise _abort_error(reader.name, summary)
+        raise abort_error(reader.name, summary.rejected, summary.errors)
     return summary
 
 
@@ -579,15 +582,6 @@ class _Failure:
 
 
 _END = object()
-
-
-def _abort_error(name: str, s: ImportSummary) -> InvalidInput:
-    more = "" if s.rejected <= len(s.errors) else " (and possibly more: listing stopped)"
-    lines = "\n".join(f"  row {n}: {reason}" for n, reason in s.errors)
-    return InvalidInput(
-        f"{name}: {s.rejected:,} row(s) rejected{more}; nothing was imported:\n{lines}",
-        hint="fix these rows, or pass --on-error skip --rejects FILE to import the others",
-    )
 
 
 class _Import:

@@ -718,7 +718,7 @@ def import_refunds(
     the first rejected rows (exit 4); "skip": rejected rows go to `on_reject` and the rest is
     applied. dry_run: everything is done, then rolled back. Never commits.
     """
-    from loyaltyctl.services.opening import MAX_LISTED_ERRORS, abort_error
+    from loyaltyctl.services.csvio import MAX_LISTED_ERRORS, abort_error
 
     if on_error not in ("abort", "skip"):
         raise InvalidInput(f"--on-error: {on_error!r} is not abort or skip")
