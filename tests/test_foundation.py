@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -146,21 +147,64 @@ def test_unexpected_errors_have_no_traceback_unless_debug(club: Club) -> None:
     assert r.exit_code in (0, 4)
 
 
-def test_every_command_has_help_with_example() -> None:
+def _command_tree() -> dict[str, Any]:
+    """{"loyaltyctl members add": click command, ...}: every leaf command, through the
+    click API (list_commands / get_command), which loads the lazily imported groups."""
     from typer.main import get_command
 
-    root = get_command(app)
-    missing = []
+    leaves: dict[str, Any] = {}
 
-    def walk(cmd, path: str) -> None:  # noqa: ANN001
-        if hasattr(cmd, "commands"):
-            for name, sub in cmd.commands.items():
-                walk(sub, f"{path} {name}")
-        elif not cmd.help or "Example:" not in cmd.help:
-            missing.append(path)
+    def walk(cmd, path: str, parent) -> None:  # noqa: ANN001
+        ctx = cmd.context_class(cmd, info_name=path.rsplit(" ", 1)[-1], parent=parent)
+        if hasattr(cmd, "list_commands"):
+            for name in cmd.list_commands(ctx):
+                walk(cmd.get_command(ctx, name), f"{path} {name}", ctx)
+        else:
+            leaves[path] = cmd
 
-    walk(root, "loyaltyctl")
+    walk(get_command(app), "loyaltyctl", None)
+    return leaves
+
+
+def test_every_command_has_help_with_example() -> None:
+    leaves = _command_tree()
+    # Every group of the root help is there (loaded on demand), with its commands.
+    assert {"loyaltyctl members add", "loyaltyctl points balance", "loyaltyctl reports rfm",
+            "loyaltyctl db check", "loyaltyctl init", "loyaltyctl demo"} <= set(leaves)
+    assert len(leaves) > 50
+    missing = [path for path, cmd in leaves.items() if not cmd.help or "Example:" not in cmd.help]
     assert not missing, f"commands without help and an example line: {missing}"
+
+
+def test_root_help_lists_every_group_without_importing_them() -> None:
+    """`loyaltyctl --help` names every group with its short help and imports no group
+    module (start-up: the groups load on first use)."""
+    import subprocess
+    import sys
+
+    from loyaltyctl.cli.main import GROUPS
+
+    code = ("import sys; sys.argv = ['loyaltyctl', '--help']\n"
+            "from loyaltyctl.cli.main import run\n"
+            "try:\n    run()\nexcept SystemExit:\n    pass\n"
+            "print('LOADED', sorted(m for m in sys.modules if m.startswith('loyaltyctl.cli.')"
+            " or m.split('.')[0] in ('sqlalchemy', 'sqlmodel', 'rich')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    for _module, name, help_ in GROUPS:
+        assert f"  {name}" in out and help_ in out, name
+    loaded = out.split("LOADED", 1)[1]
+    for module, _name, _help in GROUPS:
+        assert f"'loyaltyctl.cli.{module}'" not in loaded, module
+    assert "sqlalchemy" not in loaded and "sqlmodel" not in loaded and "'rich" not in loaded
+
+
+def test_a_group_loads_on_first_use(club: Club) -> None:
+    """A lazily loaded group runs its commands and its own help like any other."""
+    r = club.ok("points", "--help")
+    assert "balance" in r.stdout and "expire" in r.stdout
+    r = club.run("nosuch")
+    assert r.exit_code == 2 and "No such command 'nosuch'" in r.output
 
 
 def test_migrations_match_the_models(club: Club) -> None:
@@ -191,3 +235,22 @@ def test_lock_conflicts_are_recognised_as_busy() -> None:
                  "deadlock detected\nDETAIL: Process 1 waits for ShareLock"):
         assert _busy_error(Exception(text)), text
     assert not _busy_error(Exception("no such table: members"))
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(club: Club) -> None:
+    """`loyaltyctl members show X | head -1`: the closed pipe ends the command with exit 1
+    (click's own code for it) and no message or traceback, whichever write meets it."""
+    import subprocess
+    import sys
+
+    club.ok("members", "add", "M1", "Ali Rezaei")
+    for fmt in ("table", "csv"):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "loyaltyctl", "--config", str(club.config_path), "--db",
+             club.db_url, "--format", fmt, "members", "show", "M1"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # the reader is gone before the first line is written
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 1, err
+        assert err == "", (fmt, err)

@@ -1,7 +1,10 @@
 """The root command: global options, the error funnel, and the command groups.
 
-Start-up stays light: this module and the group modules import only Typer; each command
-imports the services, the ORM and Rich tables it needs when it runs.
+Start-up stays light: this module imports only Typer, and a command group's module is
+imported the first time the group is used (`loyaltyctl points balance` loads the points
+group and no other); each command imports the services, the ORM and Rich tables it needs
+when it runs. The root help lists the groups from GROUPS without importing them, in click's
+plain format (Typer's Rich help would import Rich's markdown and syntax modules first).
 """
 
 from __future__ import annotations
@@ -32,7 +35,36 @@ def _busy_error(exc: BaseException) -> bool:
 
 
 class LoyaltyGroup(TyperGroup):
-    """Turns every known failure into one line on stderr and its documented exit code."""
+    """Turns every known failure into one line on stderr and its documented exit code, and
+    loads the command groups named in GROUPS when they are first asked for."""
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        names = list(super().list_commands(ctx))
+        return names + [name for _m, name, _h in GROUPS if name not in names]
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in _LAZY:
+            command = _load_group(*_LAZY[cmd_name])
+            if command is not None:
+                self.add_command(command, cmd_name)
+        return command
+
+    def format_commands(self, ctx: typer.Context, formatter: Any) -> None:
+        """The command list of the root help, with the groups' short help from GROUPS so
+        that `--help` imports no group module."""
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.commands:
+                cmd = self.commands[name]
+                if cmd.hidden:
+                    continue
+                rows.append((name, cmd.get_short_help_str(formatter.width - 6 - len(name))))
+            else:
+                rows.append((name, _LAZY[name][2]))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
@@ -43,6 +75,11 @@ class LoyaltyGroup(TyperGroup):
             self._fail(ctx, str(exc), exc.exit_code)
         except KeyboardInterrupt:
             self._fail(ctx, "interrupted; nothing was committed", ExitCode.UNEXPECTED)
+        except BrokenPipeError:
+            # The reader stopped early (`loyaltyctl members show X | head -1`): leave
+            # quietly with exit 1, as click does when the pipe breaks on the final flush.
+            _silence_stdout()
+            raise typer.Exit(int(ExitCode.UNEXPECTED)) from None
         except Exception as exc:  # noqa: BLE001 - the one funnel for the unexpected
             from sqlalchemy.exc import OperationalError
 
@@ -96,6 +133,18 @@ def _scrub(text: str, ctx: typer.Context) -> str:
     return text
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    import os
+    import sys
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (tests capture stdout)
+        pass
+
+
 def _masked(exc: BaseException) -> str:
     from loyaltyctl.db.engine import mask_url
 
@@ -105,6 +154,7 @@ def _masked(exc: BaseException) -> str:
 app = typer.Typer(
     cls=LoyaltyGroup,
     name="loyaltyctl",
+    rich_markup_mode=None,
     help="Administer a customer loyalty program: members, points, tiers, rewards, campaigns, reports.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -163,16 +213,24 @@ GROUPS = [
     ("audit", "audit", "The audit trail."),
 ]
 
-for _module, _name, _help in GROUPS:
-    try:
-        _mod = importlib.import_module(f"loyaltyctl.cli.{_module}")
-    except ModuleNotFoundError as _exc:
-        if _exc.name != f"loyaltyctl.cli.{_module}":
-            raise
-        continue
-    _sub: typer.Typer = _mod.app
-    if _sub.registered_commands or _sub.registered_groups:
-        app.add_typer(_sub, name=_name, help=_help)
+_LAZY = {name: (module, name, help_) for module, name, help_ in GROUPS}
+
+
+def _load_group(module: str, name: str, help_: str) -> Any:
+    """The click group of `loyaltyctl.cli.<module>`, named `name` (None if it has no commands)."""
+    from typer.main import get_group_from_info
+    from typer.models import TyperInfo
+
+    sub: typer.Typer = importlib.import_module(f"loyaltyctl.cli.{module}").app
+    if not (sub.registered_commands or sub.registered_groups):
+        return None
+    return get_group_from_info(
+        TyperInfo(sub, name=name, help=help_),
+        pretty_exceptions_short=sub.pretty_exceptions_short,
+        rich_markup_mode=sub.rich_markup_mode,
+        suggest_commands=sub.suggest_commands,
+    )
+
 
 # Top-level commands (init, demo) live in their own module and register on `app`.
 importlib.import_module("loyaltyctl.cli.setup")
