@@ -199,6 +199,46 @@ def test_root_help_lists_every_group_without_importing_them() -> None:
     assert "sqlalchemy" not in loaded and "sqlmodel" not in loaded and "'rich" not in loaded
 
 
+_GROUP_COMMANDS = """
+import importlib, json, sys
+from typer.main import get_command
+from loyaltyctl.cli.main import GROUPS, app
+if sys.argv[1] == "--all":
+    for module, _name, _help in GROUPS:
+        importlib.import_module("loyaltyctl.cli." + module)
+    names = [name for _m, name, _h in GROUPS]
+else:
+    names = sys.argv[1:]
+root = get_command(app)
+ctx = root.context_class(root, info_name="loyaltyctl")
+out = {}
+for name in names:
+    group = root.get_command(ctx, name)
+    out[name] = sorted(group.list_commands(root.context_class(group, parent=ctx)))
+print(json.dumps(out))
+"""
+
+
+def test_each_group_alone_has_all_its_commands() -> None:
+    """Loaded on its own (as `loyaltyctl purchases ...` loads it), every group has the same
+    commands as with every module imported: commands that another module registers on a
+    group (`purchases refunds-import`, `points reverse`) are not lost."""
+    import json
+    import subprocess
+    import sys
+
+    from loyaltyctl.cli.main import GROUPS
+
+    def run(*args: str) -> dict[str, list[str]]:
+        return json.loads(subprocess.run([sys.executable, "-c", _GROUP_COMMANDS, *args],
+                                         capture_output=True, text=True, check=True).stdout)
+
+    everything = run("--all")
+    assert "refunds-import" in everything["purchases"] and "reverse" in everything["points"]
+    for _module, name, _help in GROUPS:
+        assert run(name) == {name: everything[name]}, name
+
+
 def test_a_group_loads_on_first_use(club: Club) -> None:
     """A lazily loaded group runs its commands and its own help like any other."""
     r = club.ok("points", "--help")

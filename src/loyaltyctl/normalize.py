@@ -128,11 +128,21 @@ def normalize_email(text: str) -> str:
 _DATE_RE = re.compile(r"^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})$")
 
 
+# Dates a loyalty program can mean: birth dates from 1900, expiry dates up to 2199. Outside
+# this range a date is a typo (0001-01-01, 9999-12-31 for "never") and is refused.
+DATE_MIN = date(1900, 1, 1)
+DATE_MAX = date(2199, 12, 31)
+_JALALI_BELOW = 1700  # a year below this is a Jalali year (1279-1578 is 1900-2199)
+
+
 def parse_date(text: str | date, calendar: str = "gregorian") -> date:
     """A date as YYYY-MM-DD (or with / or .), Persian digits accepted.
 
-    With the Jalali calendar, or for any year below 1700 (which can only be a Jalali year
-    in a loyalty program), the date is read as Jalali and converted to Gregorian.
+    The year tells the calendar, whatever the program's: a year below 1700 (1405-01-01)
+    is Jalali and is converted to Gregorian, any other (2026-03-21) is Gregorian, so ISO
+    dates from a POS export mean the same in a Jalali program. `calendar` is kept for the
+    callers' signature; it is how dates are shown, not how they are read. Dates outside
+    1900-01-01..2199-12-31 are refused.
     """
     if isinstance(text, datetime):
         return text.date()
@@ -143,17 +153,22 @@ def parse_date(text: str | date, calendar: str = "gregorian") -> date:
     if not m:
         raise ValueError(f"{text!r} is not a date (expected YYYY-MM-DD)")
     y, mo, d = (int(g) for g in m.groups())
-    if calendar == "jalali" or y < 1700:
+    if y < _JALALI_BELOW:
         import jdatetime
 
         try:
-            return jdatetime.date(y, mo, d).togregorian()
+            day = jdatetime.date(y, mo, d).togregorian()
         except ValueError as exc:
             raise ValueError(f"{text!r} is not a valid Jalali date") from exc
-    try:
-        return date(y, mo, d)
-    except ValueError as exc:
-        raise ValueError(f"{text!r} is not a valid date") from exc
+    else:
+        try:
+            day = date(y, mo, d)
+        except ValueError as exc:
+            raise ValueError(f"{text!r} is not a valid date") from exc
+    if not DATE_MIN <= day <= DATE_MAX:
+        raise ValueError(f"{text!r} is out of range: dates run from 1900-01-01 to 2199-12-31 "
+                         f"(Jalali 1278-10-11 to 1578-10-10)")
+    return day
 
 
 def parse_duration_days(text: str) -> int:

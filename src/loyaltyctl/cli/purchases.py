@@ -128,3 +128,6 @@ def list_(
 
 # `purchases import` lives in its own module (the bulk path) and registers on this group.
 from loyaltyctl.cli import purchases_import as _import  # noqa: E402,F401
+# `purchases refund` and `refunds-import` live with the other return paths (cli/returns.py),
+# which registers them on this group (and `points reverse`/`points import` on points).
+from loyaltyctl.cli import returns as _returns  # noqa: E402,F401
