@@ -359,9 +359,11 @@ def test_import_is_set_based(club: Club, tmp_path: Path) -> None:
         event.remove(Engine, "before_cursor_execute", count)
     assert club.scalar("SELECT COUNT(*) FROM members") == 40
     # 4 batches x (existing by code, owners of phones/e-mails/cards, referrers, insert,
-    # new ids, referrers within the batch): a fixed number per batch, not per row.
+    # new ids, referrers within the batch): a fixed number per batch, not per row; then the
+    # referral-cycle check: the ids of the 39 referring rows, then one read per step along
+    # the referrer chains, all chains at once (S2..S40, then S1, who has no referrer).
     member_statements = [s for s in statements if "members" in s]
-    assert len(member_statements) <= 4 * 6, member_statements
+    assert len(member_statements) <= 4 * 6 + 3, member_statements
 
 
 def test_service_reports_inserted_ids(club: Club, tmp_path: Path) -> None:
@@ -466,3 +468,44 @@ def test_enrolment_hook_runs_once_per_new_member(club: Club) -> None:
     club.ok("members", "import", str(DATA / "members.jsonl"), "--dry-run")
     assert club.scalar("SELECT COUNT(*) FROM ledger_entries") == 3
     assert club.run("db", "check").exit_code == 0
+
+
+# -- referral cycles made by a file ----------------------------------------------------------
+
+
+def test_a_file_cannot_make_a_referral_cycle(club: Club, tmp_path: Path) -> None:
+    """New rows naming each other, or a new row and an existing member updated to name it,
+    would go round in a circle: refused naming the rows, nothing written. A chain is fine."""
+    club.ok("members", "add", "A", "Ali")
+    before = club.dump()
+    cases = {
+        "update.csv": ("code,name,referred_by", "B,Bita,A", "A,Ali,B"),          # A -> B -> A
+        "new.csv": ("code,name,referred_by", "X,Xerxes,Y", "Y,Yas,X"),             # X -> Y -> X
+        "three.csv": ("code,name,referred_by", "P,Pari,Q", "Q,Qamar,R", "R,Reza,P"),
+    }
+    for name, lines in cases.items():
+        r = club.run("members", "import", str(write(tmp_path, name, *lines)))
+        assert r.exit_code == 4, (name, r.output)
+        assert "form a cycle" in r.stderr, name
+        assert club.dump() == before, name
+    r = club.run("members", "import", str(write(tmp_path, "update.csv", *cases["update.csv"])))
+    assert "row 2: referred_by: the referrals form a cycle" in r.stderr
+    assert "row 3: referred_by: the referrals form a cycle" in r.stderr
+    assert "A -> B -> A" in r.stderr or "B -> A -> B" in r.stderr
+    r = club.run("members", "import", str(write(tmp_path, "three.csv", *cases["three.csv"])))
+    assert r.stderr.count("form a cycle") == 3
+    # --on-error skip cannot import "the rest" of a cycle: the file is refused as a whole.
+    r = club.run("members", "import", str(write(tmp_path, "new.csv", *cases["new.csv"])),
+                 "--on-error", "skip", "--rejects", str(tmp_path / "rej.csv"))
+    assert r.exit_code == 4 and "form a cycle" in r.stderr and "nothing was imported" in r.stderr
+    assert club.dump() == before
+    # A chain (C referred by B, B by A) and a member naming an existing referrer are fine.
+    club.ok("members", "import", str(write(tmp_path, "chain.csv", "code,name,referred_by",
+                                           "C,Cyrus,B", "B,Bita,A", "D,Dara,A")))
+    refs = dict(club.query("SELECT m.code, r.code FROM members m JOIN members r"
+                           " ON r.id = m.referred_by_id"))
+    assert refs == {"B": "A", "C": "B", "D": "A"}
+    # ... and closing the chain into a circle later is refused too.
+    r = club.run("members", "import", str(write(tmp_path, "close.csv", "code,name,referred_by",
+                                                "A,Ali,C")))
+    assert r.exit_code == 4 and "A -> C -> B -> A" in r.stderr, r.stderr

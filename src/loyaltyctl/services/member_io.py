@@ -261,6 +261,8 @@ class _Importer:
         self.held: list[tuple[int, Mapping[str, Any], str]] = []
         self.reserved: dict[tuple[str, Any], int] = {}
         """Phones, e-mails and cards of rows held back until the end -> their row."""
+        self.referring: dict[str, tuple[int, Mapping[str, Any]]] = {}
+        """Code -> (row, raw) of every written row that set a referrer (for the cycle check)."""
 
     def flush_rejects(self) -> None:
         for num, raw, reason in sorted(self.held, key=lambda h: h[0]):
@@ -492,6 +494,9 @@ class _Importer:
 
     def _write_batch(self, inserts: list[_Row],
                      updates: list[tuple[_Row, int, dict[str, Any]]]) -> None:
+        for r in (*inserts, *(u[0] for u in updates)):
+            if r.ref_in_batch or r.ref_id is not None:
+                self.referring[r.code] = (r.num, r.raw)
         stamp = utcnow()
         ids: dict[str, int] = {}
         if inserts:
@@ -542,6 +547,58 @@ class _Importer:
                                 "imported first (the referrals form a cycle)", r.code)
                 self.deferred = []
         self.flush_rejects()
+
+    def check_cycles(self) -> None:
+        """Refuse referrals that, with the ones already stored, go round in a circle (A was
+        referred by B and B by A, directly or through others).
+
+        The database had no cycle before this import (every write path refuses one), so a
+        cycle now passes through a member this file gave a referrer: follow the referrer
+        chain from each of them, fetching one level of the chain for all of them at a time.
+        """
+        if not self.referring:
+            return
+        ids: dict[str, int] = {}
+        codes = list(self.referring)
+        for start in range(0, len(codes), _CHAIN_BATCH):
+            chunk = codes[start:start + _CHAIN_BATCH]
+            ids.update(self.s.execute(select(MEMBERS.c.code, MEMBERS.c.id)
+                                      .where(MEMBERS.c.code.in_(chunk))).all())
+        referrer: dict[int, int | None] = {}
+        code_of: dict[int, str] = {}
+        todo = set(ids.values())
+        while todo:
+            wanted = list(todo)
+            todo = set()
+            for start in range(0, len(wanted), _CHAIN_BATCH):
+                chunk = wanted[start:start + _CHAIN_BATCH]
+                for mid, code, ref in self.s.execute(
+                        select(MEMBERS.c.id, MEMBERS.c.code, MEMBERS.c.referred_by_id)
+                        .where(MEMBERS.c.id.in_(chunk))):
+                    referrer[mid], code_of[mid] = ref, code
+                    if ref is not None and ref not in referrer:
+                        todo.add(ref)
+        seen_cycles: set[frozenset[int]] = set()
+        for code, start_id in sorted(ids.items(), key=lambda kv: self.referring[kv[0]][0]):
+            chain, at = [start_id], referrer.get(start_id)
+            while at is not None and at != start_id and at not in chain:
+                chain.append(at)
+                at = referrer.get(at)
+            if at != start_id or frozenset(chain) in seen_cycles:
+                continue
+            seen_cycles.add(frozenset(chain))
+            loop = " -> ".join(code_of[m] for m in (*chain, start_id))
+            for m in chain:
+                if code_of[m] in self.referring:
+                    num, raw = self.referring[code_of[m]]
+                    self.reject(num, raw, "referred_by",
+                                f"the referrals form a cycle ({loop}); a member cannot be "
+                                "referred, directly or indirectly, by someone they referred",
+                                code_of[m])
+        self.flush_rejects()
+
+
+_CHAIN_BATCH = 5_000
 
 
 @lru_cache(maxsize=8)
@@ -652,6 +709,9 @@ def import_members(
                             progress(binary.raw.tell(), total)
                 imp.process(batch, final=False)
                 imp.finish_deferred()
+                cycle_rows = imp.result.rejected
+                imp.check_cycles()
+                cycle_rows = imp.result.rejected - cycle_rows
                 if progress:
                     progress(total, total)
             finally:
@@ -660,6 +720,13 @@ def import_members(
             raise not_utf8(str(path), path) from None
     result = imp.result
     result.errors.sort(key=lambda e: e.row)
+    if cycle_rows and on_error == "skip":
+        # Those rows are written already, and undoing one row's referral would leave its
+        # other columns imported: the whole file is refused instead (the caller rolls back).
+        shown = "\n".join(f"  {e}" for e in result.errors if "form a cycle" in e.reason)
+        raise InvalidInput(f"{path}: {cycle_rows} row(s) give referrals that form a cycle, "
+                           f"nothing was imported:\n{shown}",
+                           hint="fix the referred_by column of those rows and run again")
     if result.rejected and on_error == "abort":
         shown = "\n".join(f"  {e}" for e in result.errors)
         more = result.rejected - len(result.errors)
