@@ -19,7 +19,7 @@ import loyaltyctl.cli.reports_rfm  # noqa: F401 - registers `reports rfm` / `rep
 from conftest import PG_URL, SIMPLE_CONFIG, Club
 from loyaltyctl.db.migrate import upgrade
 from loyaltyctl.services import rfm
-from loyaltyctl.timeutil import local_date
+from loyaltyctl.timeutil import local_date, local_midnight_utc
 
 TEHRAN = SIMPLE_CONFIG.replace('timezone = "UTC"', 'timezone = "Asia/Tehran"')
 AS_OF = ("--as-of", "2026-03-31")
@@ -129,6 +129,7 @@ def test_rfm_json_matches_hand_computed_rows(shop: Club) -> None:
     assert [row["code"] for row in rows] == list(EXPECTED)
     for row in rows:
         assert tuple(row[k] for k in FIELDS) == EXPECTED[row["code"]], row["code"]
+        assert all(type(row[k]) is int for k in FIELDS[2:12]), row  # 650000, not 650000.0
         assert row["rfm"] == "".join(str(row[k]) for k in "rfm")
         assert row["name"] == f"Member {row['code']}"
     assert shop.dump() == before  # a report changes nothing
@@ -185,6 +186,22 @@ def test_rfm_segment_filter_sort_summary_and_table(shop: Club) -> None:
     assert "Can't lose them" in r.stdout and "650,000" in r.stdout and "2026-02-02" in r.stdout
 
 
+def test_rfm_csv_is_what_the_generic_renderer_writes(shop: Club, tmp_path: Path) -> None:
+    # `reports rfm --format csv` writes its rows itself (for speed): byte for byte what
+    # Output.rows(fmt="csv") makes of the same rows, for every sort.
+    from loyaltyctl.render import Col, Output
+
+    for sort in ("code", "score", "monetary"):
+        r = shop.ok(*AS_OF, "reports", "rfm", "--sort", sort, "--format", "csv")
+        rows = json.loads(shop.ok(*AS_OF, "reports", "rfm", "--sort", sort, "--format", "json").stdout)
+        assert len(rows) == 7
+        target = tmp_path / f"{sort}.csv"
+        Output(output=target).rows(rows, fmt="csv", columns=[Col(k) for k in rows[0]])
+        assert r.stdout == target.read_text(encoding="utf-8")
+    r = shop.ok("--as-of", "2025-12-31", "reports", "rfm", "--format", "csv")
+    assert r.stdout == ",".join(rows[0]) + "\n"  # no purchases yet: the header only
+
+
 def test_rfm_bad_input_is_refused(shop: Club) -> None:
     before = shop.dump()
     r = shop.run(*AS_OF, "reports", "rfm", "--segment", "Whales")
@@ -213,6 +230,11 @@ def test_rfm_empty_club(club: Club) -> None:
 ])
 def test_ntile_matches_sql_semantics(count: int, expected: list[int]) -> None:
     assert [rfm.ntile(i, count) for i in range(count)] == expected
+
+
+def test_ntiles_is_ntile_of_every_position() -> None:
+    for n in range(0, 32):
+        assert rfm.ntiles(n) == [rfm.ntile(i, n) for i in range(n)], n
 
 
 def test_ntile_agrees_with_the_database(club: Club) -> None:
@@ -262,35 +284,99 @@ def test_offset_segments_fixed_and_dst_zones() -> None:
         (None, 12600), (datetime(2021, 3, 21, 20, 30), 16200), (datetime(2021, 9, 21, 19, 30), 12600)]
 
 
-@pytest.mark.parametrize("tz", ["Europe/Berlin", "America/New_York", "Asia/Tehran",
-                                "Australia/Lord_Howe", "Pacific/Chatham"])
-def test_sql_local_day_equals_python_local_day(club: Club, tz: str) -> None:
-    """One member per instant around DST changes: SQL's first purchase day is Python's."""
+def test_local_days_monotone_only_without_a_clock_set_back_across_midnight() -> None:
+    # DST ends at 00:00 -> 23:00 (Tehran 2021), 03:00 -> 02:00 (Berlin): the date never goes
+    # back. Sitka in 1867 went from +14:58:47 to -09:01:13 at 15:30 local: back a whole day.
+    for tz, lo, hi in [("Asia/Tehran", datetime(2021, 1, 1), datetime(2021, 12, 31)),
+                       ("Europe/Berlin", datetime(2026, 1, 1), datetime(2026, 12, 31)),
+                       ("Pacific/Apia", datetime(2011, 12, 1), datetime(2012, 1, 31))]:
+        assert rfm.local_days_monotone(rfm.utc_offset_segments(tz, lo, hi)), tz
+    sitka = rfm.utc_offset_segments("America/Sitka", datetime(1867, 10, 1), datetime(1867, 11, 1))
+    assert sitka == [(None, 53927), (datetime(1867, 10, 19, 0, 31, 13), -32473)]
+    assert not rfm.local_days_monotone(sitka)
+
+
+def _insert_purchases(club: Club, members: list[list[tuple[datetime, int]]]) -> None:
+    """Members 1..n, member i + 1 buying at the (instant, amount) pairs of members[i]."""
     from sqlalchemy import insert
     from sqlmodel import Session
 
     from loyaltyctl.db.models import Member, Purchase
 
+    stamp = datetime(2020, 1, 1)
+    with Session(club.engine) as s:
+        s.execute(insert(Member.__table__), [
+            {"id": i + 1, "code": f"M{i:04d}", "name": "x", "joined_at": stamp, "status": "active",
+             "tags": "", "balance": 0, "pending": 0, "created_at": stamp, "updated_at": stamp}
+            for i in range(len(members))])
+        s.execute(insert(Purchase.__table__), [
+            {"member_id": i + 1, "ref": f"P{i}-{k}", "amount": amount, "currency": "IRR",
+             "occurred_at": at, "refunded_amount": 0, "points": 0, "created_at": stamp}
+            for i, buys in enumerate(members) for k, (at, amount) in enumerate(buys)])
+        s.commit()
+
+
+@pytest.mark.parametrize("tz", ["Europe/Berlin", "America/New_York", "Asia/Tehran",
+                                "Australia/Lord_Howe", "Pacific/Chatham", "America/Sitka"])
+def test_sql_local_days_equal_python_local_days(club: Club, tz: str) -> None:
+    """Around offset changes and to the microsecond at local midnight, SQL's purchase days,
+    first and last day and first-day total (what monetary leaves out) are Python's."""
+    from sqlmodel import Session
+
     centres = [datetime(2021, 3, 21, 20, 0), datetime(2021, 9, 21, 19, 0),
                datetime(2026, 3, 29, 0, 30), datetime(2026, 10, 25, 0, 30),
                datetime(2026, 3, 8, 6, 30), datetime(2026, 11, 1, 5, 30),
                datetime(2026, 4, 4, 14, 30), datetime(2026, 10, 3, 15, 0),
-               datetime(2026, 9, 26, 13, 30), datetime(2026, 4, 5, 13, 30)]
-    instants = sorted({c + timedelta(minutes=15 * k) for c in centres for k in range(-8, 9)})
-    stamp = datetime(2020, 1, 1)
+               datetime(2026, 9, 26, 13, 30), datetime(2026, 4, 5, 13, 30),
+               datetime(1867, 10, 19, 0, 30)]  # Sitka's day back
+    singles = sorted({c + timedelta(minutes=15 * k) for c in centres for k in range(-8, 9)})
+    # Local midnight to the microsecond (SQLite's own date() rounds to the millisecond).
+    midnight = local_midnight_utc(date(2026, 6, 1), tz)
+    edges = [midnight + timedelta(microseconds=us) for us in (-1000, -400, -1, 0, 1)]
+    members = [[(at, 1000)] for at in singles + edges]
+    # Groups: every 45 minutes for 24 hours around each centre (two or three local days),
+    # different amounts; and two purchases either side of local midnight.
+    members += [[(c + timedelta(minutes=45 * k), 1000 + 37 * (k + 16)) for k in range(-16, 17)]
+                for c in centres]
+    members.append([(at, 100 * (i + 1)) for i, at in enumerate(edges)])
+    _insert_purchases(club, members)
     with Session(club.engine) as s:
-        s.execute(insert(Member.__table__), [
-            {"id": i + 1, "code": f"M{i}", "name": "x", "joined_at": stamp, "status": "active",
-             "tags": "", "balance": 0, "pending": 0, "created_at": stamp, "updated_at": stamp}
-            for i in range(len(instants))])
-        s.execute(insert(Purchase.__table__), [
-            {"member_id": i + 1, "ref": f"P{i}", "amount": 1000, "currency": "IRR",
-             "occurred_at": at, "refunded_amount": 0, "points": 0, "created_at": stamp}
-            for i, at in enumerate(instants)])
-        s.commit()
         rows = rfm.member_rfm(session=s, tz=tz, reference_day=date(2027, 1, 1),
                               start=None, end=datetime(2027, 1, 1))
-    assert len(rows) == len(instants)
-    got = {r.member_id: r.first_purchase for r in rows}
-    assert got == {i + 1: local_date(at, tz) for i, at in enumerate(instants)}
+    assert len(rows) == len(members)
+    for row, buys in zip(rows, members, strict=True):
+        totals: dict[date, int] = {}
+        for at, amount in buys:
+            totals[local_date(at, tz)] = totals.get(local_date(at, tz), 0) + amount
+        first, last = min(totals), max(totals)
+        got = (row.first_purchase, row.last_purchase, row.purchase_days, row.total_spend,
+               row.repeat_spend)
+        assert got == (first, last, len(totals), sum(totals.values()),
+                       sum(totals.values()) - totals[first]), (row.member_id, buys)
+    # The premise: the groups span several local days, and the edges straddle midnight.
+    assert all(r.purchase_days >= 2 for r in rows[-len(centres) - 1:])
+    assert [local_date(at, tz) for at in edges] == [date(2026, 5, 31)] * 3 + [date(2026, 6, 1)] * 2
 
+
+def test_first_day_total_stops_at_the_as_of_instant(club: Club) -> None:
+    """A period ending inside a member's first day counts only that day's earlier purchases."""
+    from sqlmodel import Session
+
+    club.write_config(TEHRAN)
+    # Tehran +03:30: 10:00, 11:30 and 16:00 local on 31 March; 09:00 local on 2 April.
+    at = [datetime(2026, 3, 31, 6, 30), datetime(2026, 3, 31, 8, 0), datetime(2026, 3, 31, 12, 30),
+          datetime(2026, 4, 2, 5, 30)]
+    _insert_purchases(club, [[(at[0], 100), (at[1], 20), (at[2], 3), (at[3], 4000)]])
+    with Session(club.engine) as s:
+        # Up to 12:00 local on 31 March (08:30 UTC): 100 + 20 on one day.
+        (row,) = rfm.member_rfm(session=s, tz="Asia/Tehran", reference_day=date(2026, 3, 31),
+                                start=None, end=datetime(2026, 3, 31, 8, 30))
+        assert (row.purchase_days, row.total_spend, row.repeat_spend) == (1, 120, 0)
+        # From 11:00 local (07:30 UTC), to the end: 20 + 3 on 31 March, 4,000 on 2 April.
+        (row,) = rfm.member_rfm(session=s, tz="Asia/Tehran", reference_day=date(2026, 4, 30),
+                                start=datetime(2026, 3, 31, 7, 30), end=datetime(2026, 4, 30))
+        assert (row.first_purchase, row.purchase_days, row.total_spend, row.repeat_spend) == (
+            date(2026, 3, 31), 2, 4023, 4000)
+    r = club.ok("--as-of", "2026-03-31T12:00", "reports", "rfm", "--format", "json")
+    (row,) = json.loads(r.stdout)
+    assert (row["purchase_days"], row["total_spend"], row["monetary"]) == (1, 120, 0)
