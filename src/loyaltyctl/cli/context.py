@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from sqlmodel import Session
 
     from loyaltyctl.config import Config, LoadedConfig
+    from loyaltyctl.db.lite import LiteDB
     from loyaltyctl.render import Output
 
 
@@ -93,6 +94,20 @@ class AppContext:
 
         with session_scope(self.engine(), write=write) as s:
             yield s
+
+    @contextmanager
+    def reader(self) -> Iterator[LiteDB | None]:
+        """A read-only connection without SQLAlchemy (`db/lite.py`) for quick look-ups, or
+        None when this database needs the engine (then use `session()`)."""
+        from loyaltyctl.db.lite import LiteUnavailable, connect
+
+        try:
+            db = connect(self.db_url)
+        except LiteUnavailable:
+            yield None
+            return
+        with db:
+            yield db
 
     def dispose(self) -> None:
         if self._engine is not None:

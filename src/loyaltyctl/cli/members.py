@@ -142,22 +142,22 @@ def show(ctx: typer.Context, member: MemberArg, show_pii: ShowPiiOpt = False,
 
     Example: loyaltyctl members show 0912 345 6789
     """
-    # Kept light for support staff: one read session, a handful of per-member queries.
-    from loyaltyctl.services.members import resolve_member
-    from loyaltyctl.services.returns import has_due_pending
-    from loyaltyctl.services.support import member_screen
+    # Kept light for support staff: no SQLAlchemy, a handful of indexed per-member queries
+    # through the read-only connection (the ORM only when pending points are due).
+    from loyaltyctl.services.lookup import screen_lookup
 
     a = get_app(ctx)
     f = a.format(fmt and fmt.value)
     data = None
-    with a.session() as s:
-        m = resolve_member(session=s, key=member, region=_region(a))
-        if not (m.pending and has_due_pending(session=s, member_id=m.id, now=a.now)):
-            data = member_screen(session=s, config=a.config, member=m, now=a.now, today=a.today)
+    with a.reader() as r:
+        if r is not None:
+            data = screen_lookup(reader=r, config=a.config, key=member, now=a.now, today=a.today)
     if data is None:
         # Pending points whose holding period is over become available first (a short
         # write of their own, only when some are due), then the screen is read afresh.
         from loyaltyctl.cli.returns import activate_due_pending
+        from loyaltyctl.services.members import resolve_member
+        from loyaltyctl.services.support import member_screen
 
         activate_due_pending(a, member)
         with a.session() as s:

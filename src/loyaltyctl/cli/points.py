@@ -33,18 +33,27 @@ def balance(ctx: typer.Context, member: MemberArg, fmt: FormatOpt = None,
 
     Example: loyaltyctl points balance 09123456789
     """
-    # Kept light for support staff: no Rich table, no Alembic, one query after the look-up.
-    from loyaltyctl.cli.returns import activate_due_pending
+    # Kept light for support staff: no SQLAlchemy, no Rich, a few indexed queries through
+    # the read-only connection; the ORM only when pending points are due (a ledger write).
     from loyaltyctl.normalize import format_money
-    from loyaltyctl.services.members import resolve_member
-    from loyaltyctl.services.points import balance_summary
+    from loyaltyctl.services.lookup import balance_lookup
 
     a = get_app(ctx)
     program = a.config.program
-    activate_due_pending(a, member)  # pending points whose holding period is over
-    with a.session() as s:
-        m = resolve_member(session=s, key=member, region=program.phone_region)
-        info = balance_summary(session=s, member=m, today=a.today)
+    info = None
+    with a.reader() as r:
+        if r is not None:
+            info = balance_lookup(reader=r, key=member, region=program.phone_region,
+                                  now=a.now, today=a.today)
+    if info is None:
+        from loyaltyctl.cli.returns import activate_due_pending
+        from loyaltyctl.services.members import resolve_member
+        from loyaltyctl.services.points import balance_summary
+
+        activate_due_pending(a, member)  # pending points whose holding period is over
+        with a.session() as s:
+            m = resolve_member(session=s, key=member, region=program.phone_region)
+            info = balance_summary(session=s, member=m, today=a.today)
     value = info["available"] * program.point_value if info["available"] > 0 else 0
     info["value"] = value
     info["currency"] = program.currency

@@ -71,6 +71,31 @@ def sqlite_path(url: str) -> Path | None:
     return Path(path)
 
 
+# The errors of the schema check, shared with the read-only path (`db/lite.py`) so that
+# both say the same thing.
+
+
+def cannot_connect(url: str, reason: str) -> LoyaltyError:
+    return LoyaltyError(
+        f"cannot connect to database {mask_url(url)}: {mask_url(reason)}",
+        hint="check --db / $LOYALTYCTL_DB and that the server is running",
+    )
+
+
+def not_initialised(url: str) -> SchemaOutdated:
+    return SchemaOutdated(
+        f"database {mask_url(url)} is not initialised",
+        hint="run `loyaltyctl init` (new club) or `loyaltyctl db upgrade`",
+    )
+
+
+def outdated(url: str, rev: object) -> SchemaOutdated:
+    return SchemaOutdated(
+        f"database {mask_url(url)} is at schema revision {rev}, this loyaltyctl needs {SCHEMA_HEAD}",
+        hint="run `loyaltyctl db upgrade` (back the database up first with `loyaltyctl db backup`)",
+    )
+
+
 def make_engine(url: str) -> Engine:
     from sqlalchemy import create_engine, event
 
@@ -148,25 +173,16 @@ def ensure_current(engine: Engine, url: str) -> None:
         if "locked" in str(exc).lower():
             raise
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "connection failed"
-        raise LoyaltyError(
-            f"cannot connect to database {mask_url(url)}: {mask_url(reason)}",
-            hint="check --db / $LOYALTYCTL_DB and that the server is running",
-        ) from None
+        raise cannot_connect(url, reason) from None
     try:
         with conn:
             rev = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except (OperationalError, ProgrammingError) as exc:
         if "locked" in str(exc).lower():
             raise
-        raise SchemaOutdated(
-            f"database {mask_url(url)} is not initialised",
-            hint="run `loyaltyctl init` (new club) or `loyaltyctl db upgrade`",
-        ) from None
+        raise not_initialised(url) from None
     if rev != SCHEMA_HEAD:
-        raise SchemaOutdated(
-            f"database {mask_url(url)} is at schema revision {rev}, this loyaltyctl needs {SCHEMA_HEAD}",
-            hint="run `loyaltyctl db upgrade` (back the database up first with `loyaltyctl db backup`)",
-        )
+        raise outdated(url, rev)
 
 
 @contextmanager

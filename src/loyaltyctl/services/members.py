@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Table, case, exists, func, or_, select, update
+from sqlalchemy import Table, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from loyaltyctl.db.lite import SessionReader
 from loyaltyctl.db.models import (
     MEMBER_STATUSES,
     Allocation,
@@ -38,6 +39,8 @@ from loyaltyctl.normalize import (
     normalize_phone,
     parse_date,
 )
+from loyaltyctl.services import lookup
+from loyaltyctl.services.lookup import card_key, split_tags
 from loyaltyctl.timeutil import parse_instant, utcnow
 
 MEMBERS: Table = Member.__table__  # type: ignore[attr-defined]
@@ -62,11 +65,8 @@ CLEARABLE = ("phone", "email", "card_number", "birth_date", "acquisition_campaig
              "referred_by")
 
 _CODE_RE = re.compile(r"^[^\s@,\x00-\x1f\x7f]{1,64}$")
-_CARD_STRIP = re.compile(r"[\s\-_.]")
 _CARD_RE = re.compile(r"^[A-Z0-9]{1,64}$")
-_TAG_RE = re.compile(r"^[^\s,]{1,40}$")
 _PHONE_KEY_STRIP = re.compile(r"[\s\-().]")
-_BATCH = 5000
 
 
 class FieldError(ValueError):
@@ -112,35 +112,11 @@ def clean_code(text: Any) -> str:
     return s
 
 
-def card_key(text: str) -> str:
-    """A card number as stored: ASCII digits, no spaces or dashes, letters upper-case."""
-    return _CARD_STRIP.sub("", ascii_digits(str(text))).upper()
-
-
 def clean_card(text: Any) -> str:
     s = card_key(text)
     if not _CARD_RE.match(s):
         raise ValueError(f"{text!r} is not a card number (letters and digits, up to 64)")
     return s
-
-
-def split_tags(values: Iterable[str] | str | None) -> list[str]:
-    """Tags from "vip, web" or ["vip", "web"] or a stored ",vip,web,": lower-case, unique."""
-    if values is None:
-        return []
-    if isinstance(values, str):
-        values = [values]
-    out: list[str] = []
-    for v in values:
-        for part in str(v).split(","):
-            t = ascii_digits(part).lower()
-            if not t:
-                continue
-            if not _TAG_RE.match(t):
-                raise ValueError(f"{part.strip()!r} is not a tag (no spaces, up to 40 characters)")
-            if t not in out:
-                out.append(t)
-    return out
 
 
 def join_tags(tags: Sequence[str]) -> str:
@@ -219,35 +195,15 @@ def _field_error_to_input(exc: FieldError, names: Mapping[str, str] = OPTION_NAM
 # -- look-up --------------------------------------------------------------------------------
 
 
-def _phone_or_none(key: str, region: str) -> str | None:
-    digits = _PHONE_KEY_STRIP.sub("", key)
-    if not re.fullmatch(r"\+?\d{5,16}", digits):
-        return None
-    try:
-        return normalize_phone(digits, region)
-    except ValueError:
-        return None
-
-
-def _email_key(key: str) -> str:
-    try:
-        return normalize_email(key)
-    except ValueError:
-        return key.strip().lower()
+# The rules and the SQL live in `services/lookup.py`, shared with the fast read-only path of
+# `points balance` and `members show`; these run them through the session.
+_phone_or_none = lookup.phone_key
+_email_key = lookup.email_key
 
 
 def _follow_merges(session: Session, ids: dict[Any, int]) -> dict[Any, int]:
     """Replace ids of merged members by their survivors (a chain is followed to its end)."""
-    for _ in range(20):
-        rows = session.execute(
-            select(MEMBERS.c.id, MEMBERS.c.merged_into_id).where(
-                MEMBERS.c.id.in_(set(ids.values())), MEMBERS.c.merged_into_id.is_not(None))
-        ).all()
-        if not rows:
-            break
-        moved = dict(rows)
-        ids = {k: moved.get(v, v) for k, v in ids.items()}
-    return ids
+    return lookup.follow_merges(reader=SessionReader(session), ids=ids)
 
 
 def resolve_member(*, session: Session, key: str, region: str,
@@ -262,11 +218,7 @@ def resolve_member(*, session: Session, key: str, region: str,
     found = resolve_members_bulk(session=session, keys=[key], region=region,
                                  follow_merged=follow_merged)
     if key not in found:
-        raise NotFound(
-            f"no member matches {key!r}",
-            hint="look members up by code, card number, phone or e-mail; "
-                 "`loyaltyctl members search TEXT` finds partial matches",
-        )
+        raise lookup.member_not_found(key)
     member = session.get(Member, found[key])
     assert member is not None
     return member
@@ -279,61 +231,8 @@ def resolve_members_bulk(*, session: Session, keys: Iterable[str], region: str,
     The same rules as `resolve_member`, in two queries per 5,000 keys: one for e-mail keys,
     one for code / card / phone keys (then picked in that order of priority).
     """
-    keys = list(dict.fromkeys(k for k in keys if k is not None))
-    result: dict[str, int] = {}
-    for start in range(0, len(keys), _BATCH):
-        chunk = keys[start:start + _BATCH]
-        emails: dict[str, list[str]] = {}
-        codes: dict[str, list[str]] = {}
-        cards: dict[str, list[str]] = {}
-        phones: dict[str, list[str]] = {}
-        for key in chunk:
-            k = ascii_digits(str(key))
-            if not k:
-                continue
-            if "@" in k:
-                emails.setdefault(_email_key(k), []).append(key)
-                continue
-            codes.setdefault(k, []).append(key)
-            card = card_key(k)
-            if card:
-                cards.setdefault(card, []).append(key)
-            phone = _phone_or_none(k, region)
-            if phone:
-                phones.setdefault(phone, []).append(key)
-        if emails:
-            for mid, email in session.execute(
-                select(MEMBERS.c.id, MEMBERS.c.email).where(MEMBERS.c.email.in_(list(emails)))
-            ):
-                for key in emails[email]:
-                    result[key] = mid
-        if codes:
-            conds = [MEMBERS.c.code.in_(list(codes))]
-            if cards:
-                conds.append(MEMBERS.c.card_number.in_(list(cards)))
-            if phones:
-                conds.append(MEMBERS.c.phone.in_(list(phones)))
-            by_code: dict[str, int] = {}
-            by_card: dict[str, int] = {}
-            by_phone: dict[str, int] = {}
-            for mid, code, card, phone in session.execute(
-                select(MEMBERS.c.id, MEMBERS.c.code, MEMBERS.c.card_number,
-                       MEMBERS.c.phone).where(or_(*conds))
-            ):
-                by_code[code] = mid
-                if card:
-                    by_card[card] = mid
-                if phone:
-                    by_phone[phone] = mid
-            # Priority: code, then card, then phone (each later pass overrides the earlier).
-            for source, index in ((phones, by_phone), (cards, by_card), (codes, by_code)):
-                for value, ks in source.items():
-                    if value in index:
-                        for key in ks:
-                            result[key] = index[value]
-    if follow_merged and result:
-        result = _follow_merges(session, result)
-    return result
+    return lookup.resolve_keys(reader=SessionReader(session), keys=keys, region=region,
+                               follow_merged=follow_merged)
 
 
 def ensure_active(member: Member) -> None:
@@ -354,22 +253,7 @@ def ensure_active(member: Member) -> None:
 
 def member_record(m: Member) -> dict[str, Any]:
     """The member as plain data (tags as a list; dates and times as stored, naive UTC)."""
-    return {
-        "id": m.id,
-        "code": m.code,
-        "name": m.name,
-        "status": m.status,
-        "phone": m.phone,
-        "email": m.email,
-        "card_number": m.card_number,
-        "birth_date": m.birth_date,
-        "joined_at": m.joined_at,
-        "tier": m.tier,
-        "balance": m.balance,
-        "pending": m.pending,
-        "tags": split_tags(m.tags),
-        "acquisition_campaign": m.acquisition_campaign,
-    }
+    return lookup.member_record(m)
 
 
 def member_profile(*, session: Session, member_id: int,
@@ -381,28 +265,7 @@ def member_profile(*, session: Session, member_id: int,
     m = session.get(Member, member_id)
     if m is None:
         raise NotFound(f"no member with id {member_id}")
-    profile = member_record(m)
-    profile["tier_since"] = m.tier_since
-    ref_codes = dict(session.execute(
-        select(MEMBERS.c.id, MEMBERS.c.code).where(
-            MEMBERS.c.id.in_([i for i in (m.referred_by_id, m.merged_into_id) if i]))
-    ).all()) if (m.referred_by_id or m.merged_into_id) else {}
-    profile["referred_by"] = ref_codes.get(m.referred_by_id)
-    purchases = Purchase.__table__  # type: ignore[attr-defined]
-    bought = exists().where(purchases.c.member_id == MEMBERS.c.id,
-                            purchases.c.refunded_amount < purchases.c.amount)
-    if now is not None:
-        bought = bought.where(purchases.c.occurred_at <= now)
-    referrals, buyers = session.execute(
-        select(func.count(), func.count(case((bought, 1))))
-        .select_from(MEMBERS).where(MEMBERS.c.referred_by_id == m.id)
-    ).one()
-    profile["referrals"] = int(referrals)
-    profile["referred_buyers"] = int(buyers)
-    profile["merged_into"] = ref_codes.get(m.merged_into_id)
-    profile["created_at"] = m.created_at
-    profile["updated_at"] = m.updated_at
-    return profile
+    return lookup.member_profile(reader=SessionReader(session), member=m, now=now)
 
 
 # -- enrolment and updates ------------------------------------------------------------------

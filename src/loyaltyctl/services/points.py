@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from sqlmodel import Session
 
 from loyaltyctl.config import Config
@@ -186,36 +186,14 @@ def balance_summary(
     """Available, pending and soon-expiring points of one member, from one query.
 
     `available` leaves out lots already past their date that the nightly expiry has not
-    closed yet: they can no longer be spent.
+    closed yet: they can no longer be spent. (The SQL is `lookup.balance_summary`, shared
+    with the read-only path of `points balance`.)
     """
-    soon = today + timedelta(days=within_days)
-    exp = LedgerEntry.expires_on
-    row = session.execute(
-        select(
-            func.coalesce(func.sum(case((exp <= today, LedgerEntry.remaining), else_=0)), 0),
-            func.coalesce(func.sum(case(((exp > today) & (exp <= soon), LedgerEntry.remaining),
-                                        else_=0)), 0),
-            func.min(case((exp > today, exp), else_=None)),
-        ).where(
-            LedgerEntry.member_id == member.id,
-            LedgerEntry.remaining > 0,
-            LedgerEntry.pending_until.is_(None),
-        )
-    ).one()
-    due, expiring, next_expiry = int(row[0]), int(row[1]), row[2]
-    if isinstance(next_expiry, str):  # SQLite returns MIN() of dates as text
-        next_expiry = date.fromisoformat(next_expiry)
-    return {
-        "member": member.code,
-        "name": member.name,
-        "status": member.status,
-        "tier": member.tier,
-        "available": member.balance - due,
-        "pending": member.pending,
-        "expiring_soon": expiring,
-        "expiring_within_days": within_days,
-        "next_expiry": next_expiry,
-    }
+    from loyaltyctl.db.lite import SessionReader
+    from loyaltyctl.services import lookup
+
+    return lookup.balance_summary(reader=SessionReader(session), member=member, today=today,
+                                  within_days=within_days)
 
 
 def history(
@@ -232,43 +210,13 @@ def history(
 
     The running balance is computed over the whole ledger before the filters apply, so it
     stays the true balance whatever is shown. Pending entries do not move it until they
-    become available.
+    become available. (The SQL is `lookup.history`, shared with the support screen.)
     """
-    e = LedgerEntry
-    available = case((e.pending_until.is_(None), e.points), else_=0)
-    inner = (
-        select(
-            e.id, e.effective_at, e.kind, e.points, e.expires_on, e.remaining, e.pending_until,
-            e.ref, e.campaign, e.item_code, e.note, e.actor, e.source_id,
-            func.sum(available).over(order_by=e.id).label("running"),
-        )
-        .where(e.member_id == member.id)
-        .subquery()
-    )
-    q = select(inner)
-    if kinds:
-        q = q.where(inner.c.kind.in_(kinds))
-    if since is not None:
-        q = q.where(inner.c.effective_at >= since)
-    if until is not None:
-        q = q.where(inner.c.effective_at <= until)
-    q = q.order_by(inner.c.id.desc()).offset(offset).limit(limit)
-    out = []
-    for r in session.execute(q).mappings():
-        out.append({
-            "id": r["id"],
-            "at": r["effective_at"],
-            "kind": r["kind"],
-            "points": int(r["points"]),
-            "balance": int(r["running"]),
-            "pending_until": r["pending_until"],
-            "expires_on": r["expires_on"],
-            "remaining": r["remaining"],
-            "ref": r["ref"],
-            "detail": r["item_code"] or r["campaign"] or r["note"],
-            "actor": r["actor"],
-        })
-    return out
+    from loyaltyctl.db.lite import SessionReader
+    from loyaltyctl.services import lookup
+
+    return lookup.history(reader=SessionReader(session), member_id=member.id, kinds=kinds,
+                          since=since, until=until, limit=limit, offset=offset)
 
 
 def expiring(
