@@ -418,6 +418,18 @@ def test_clv_table_csv_and_discount(club: Club, scipy: Any) -> None:
         assert fc.expected_value[i] <= plain.expected_value[i]
         # Purchases shown are undiscounted; only the value is discounted.
         assert float(row["expected_purchases"]) == pytest.approx(plain.expected_purchases[i], abs=1e-4)
+    # The CSV is written directly (for speed): byte for byte what Output.rows makes of the
+    # JSON's member rows, with and without the forecast.
+    from loyaltyctl.render import Col, Output
+
+    for extra in ((), ("--no-forecast",)):
+        args = (*AS_OF, "reports", "clv", "--sort", "code", "--discount-rate", "10%", *extra)
+        text = club.ok(*args, "--format", "csv").stdout
+        members = json.loads(club.ok(*args, "--format", "json").stdout)["members"]
+        target = club.root / "generic.csv"
+        Output(output=target).rows(members, fmt="csv",
+                                   columns=[Col(k) for k in text.splitlines()[0].split(",")])
+        assert text == target.read_text(encoding="utf-8") and len(members) == 60
 
 
 def test_clv_without_scipy_names_the_extra(club: Club, monkeypatch: pytest.MonkeyPatch) -> None:

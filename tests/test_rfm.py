@@ -5,7 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
@@ -17,6 +20,8 @@ from sqlalchemy import create_engine, text
 
 import loyaltyctl.cli.reports_rfm  # noqa: F401 - registers `reports rfm` / `reports clv`
 from conftest import PG_URL, SIMPLE_CONFIG, Club
+from loyaltyctl.db import lite
+from loyaltyctl.db.lite import SessionReader
 from loyaltyctl.db.migrate import upgrade
 from loyaltyctl.services import rfm
 from loyaltyctl.timeutil import local_date, local_midnight_utc
@@ -202,6 +207,31 @@ def test_rfm_csv_is_what_the_generic_renderer_writes(shop: Club, tmp_path: Path)
     assert r.stdout == ",".join(rows[0]) + "\n"  # no purchases yet: the header only
 
 
+def test_rfm_reads_without_sqlalchemy_and_falls_back_to_the_engine(
+        shop: Club, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The report runs over the read-only DB-API connection: no SQLAlchemy import at all ...
+    script = ("import sys\nfrom loyaltyctl.cli.main import app\n"
+              "try:\n    app(sys.argv[1:])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+              "orm = [m for m in ('sqlalchemy', 'sqlmodel', 'loyaltyctl.db.models') if m in sys.modules]\n"
+              "print('ORM', orm, file=sys.stderr)\n")
+    env = {**os.environ, "LOYALTYCTL_CONFIG": "", "LOYALTYCTL_DB": ""}
+    args = ("--config", str(shop.config_path), "--db", shop.db_url, *AS_OF, "reports", "rfm",
+            "--format", "csv")
+    r = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                       env=env, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "ORM []" in r.stderr
+    expected = shop.ok(*AS_OF, "reports", "rfm", "--format", "csv").stdout
+    assert r.stdout == expected and len(expected.splitlines()) == 8
+    # ... and through the ORM session, with the same result, when that connection cannot be
+    # had (a database URL only the engine handles).
+    def unavailable(url: str) -> None:
+        raise lite.LiteUnavailable(url)
+
+    monkeypatch.setattr(lite, "connect", unavailable)
+    assert shop.ok(*AS_OF, "reports", "rfm", "--format", "csv").stdout == expected
+
+
 def test_rfm_bad_input_is_refused(shop: Club) -> None:
     before = shop.dump()
     r = shop.run(*AS_OF, "reports", "rfm", "--segment", "Whales")
@@ -341,8 +371,11 @@ def test_sql_local_days_equal_python_local_days(club: Club, tz: str) -> None:
     members.append([(at, 100 * (i + 1)) for i, at in enumerate(edges)])
     _insert_purchases(club, members)
     with Session(club.engine) as s:
-        rows = rfm.member_rfm(session=s, tz=tz, reference_day=date(2027, 1, 1),
+        rows = rfm.member_rfm(reader=SessionReader(s), tz=tz, reference_day=date(2027, 1, 1),
                               start=None, end=datetime(2027, 1, 1))
+    with lite.connect(club.db_url) as db:  # the CLI's read-only connection: the same rows
+        assert rfm.member_rfm(reader=db, tz=tz, reference_day=date(2027, 1, 1),
+                              start=None, end=datetime(2027, 1, 1)) == rows
     assert len(rows) == len(members)
     for row, buys in zip(rows, members, strict=True):
         totals: dict[date, int] = {}
@@ -369,11 +402,13 @@ def test_first_day_total_stops_at_the_as_of_instant(club: Club) -> None:
     _insert_purchases(club, [[(at[0], 100), (at[1], 20), (at[2], 3), (at[3], 4000)]])
     with Session(club.engine) as s:
         # Up to 12:00 local on 31 March (08:30 UTC): 100 + 20 on one day.
-        (row,) = rfm.member_rfm(session=s, tz="Asia/Tehran", reference_day=date(2026, 3, 31),
+        (row,) = rfm.member_rfm(reader=SessionReader(s), tz="Asia/Tehran",
+                                reference_day=date(2026, 3, 31),
                                 start=None, end=datetime(2026, 3, 31, 8, 30))
         assert (row.purchase_days, row.total_spend, row.repeat_spend) == (1, 120, 0)
         # From 11:00 local (07:30 UTC), to the end: 20 + 3 on 31 March, 4,000 on 2 April.
-        (row,) = rfm.member_rfm(session=s, tz="Asia/Tehran", reference_day=date(2026, 4, 30),
+        (row,) = rfm.member_rfm(reader=SessionReader(s), tz="Asia/Tehran",
+                                reference_day=date(2026, 4, 30),
                                 start=datetime(2026, 3, 31, 7, 30), end=datetime(2026, 4, 30))
         assert (row.first_purchase, row.purchase_days, row.total_spend, row.repeat_spend) == (
             date(2026, 3, 31), 2, 4023, 4000)
