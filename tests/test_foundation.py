@@ -26,16 +26,16 @@ def test_init_creates_config_and_database(tmp_path, fresh_db_url) -> None:
     r = runner.invoke(app, ["--db", fresh_db_url, "init", str(target)], env={"LOYALTYCTL_CONFIG": ""})
     assert r.exit_code == 0, r.output
     assert (target / "loyalty.toml").read_text().startswith("# loyaltyctl program file")
-    assert "created at schema 0001" in r.stderr
+    assert f"created at schema {SCHEMA_HEAD}" in r.stderr
     # Second run keeps the file and says the database is current.
     r2 = runner.invoke(app, ["--db", fresh_db_url, "init", str(target)], env={"LOYALTYCTL_CONFIG": ""})
     assert r2.exit_code == 0
-    assert "kept existing" in r2.stderr and "already at schema 0001" in r2.stderr
+    assert "kept existing" in r2.stderr and f"already at schema {SCHEMA_HEAD}" in r2.stderr
     r3 = runner.invoke(app, ["--config", str(target / "loyalty.toml"), "--db", fresh_db_url,
                              "--format", "json", "db", "stats"])
     assert r3.exit_code == 0, r3.output
     info = json.loads(r3.stdout)
-    assert info["revision"] == "0001" and info["members_rows"] == 0
+    assert info["revision"] == SCHEMA_HEAD and info["members_rows"] == 0
     assert info["audit_log_rows"] == 1
 
 
@@ -58,7 +58,7 @@ def test_commands_refuse_an_uninitialised_database(club: Club, fresh_db_url) -> 
 def test_db_upgrade_on_empty_then_current(club: Club, fresh_db_url) -> None:
     args = ["--config", str(club.config_path), "--db", fresh_db_url, "db", "upgrade"]
     r = club.runner.invoke(app, args)
-    assert r.exit_code == 0 and "upgraded schema (empty) -> 0001" in r.stderr
+    assert r.exit_code == 0 and f"upgraded schema (empty) -> {SCHEMA_HEAD}" in r.stderr
     r = club.runner.invoke(app, args)
     assert r.exit_code == 0 and "nothing to do" in r.stderr
 
@@ -294,3 +294,29 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(club: Club) -> None:
         err = proc.stderr.read().decode()
         assert proc.wait(timeout=60) == 1, err
         assert err == "", (fmt, err)
+
+
+def test_upgrade_from_the_first_schema_keeps_the_data(club: Club) -> None:
+    """A club made by loyaltyctl 0.1.0 (schema 0001) upgrades in place: the data stays, the
+    pending index appears, and the commands work again."""
+    from sqlalchemy import inspect, text
+
+    from loyaltyctl.db.migrate import alembic_config
+
+    club.ok("members", "add", "M1", "Ali")
+    club.ok("purchases", "record", "M1", "250000", "--ref", "T1")
+    cfg = alembic_config()
+    from alembic import command
+
+    with club.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0001")
+    assert "ix_ledger_pending" not in {i["name"] for i in inspect(club.engine).get_indexes("ledger_entries")}
+    r = club.run("points", "balance", "M1")
+    assert r.exit_code == 1 and "loyaltyctl db upgrade" in r.stderr
+    r = club.ok("db", "upgrade")
+    assert f"0001 -> {SCHEMA_HEAD}" in r.stderr
+    assert "ix_ledger_pending" in {i["name"] for i in inspect(club.engine).get_indexes("ledger_entries")}
+    assert club.balance("M1") == 250
+    with club.engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == SCHEMA_HEAD

@@ -21,7 +21,7 @@ DEFAULT_BUSY_TIMEOUT_S = 10.0
 
 # The newest schema revision this code knows. Kept here (and checked against Alembic's head
 # by a test) so that ordinary commands need not import Alembic just to compare revisions.
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 
 
 def resolve_db_url(explicit: str | None, config_dir: Path | None) -> str:

@@ -106,6 +106,14 @@ class LedgerEntry(SQLModel, table=True):
         ),
         Index("ix_ledger_purchase", "purchase_id"),
         Index("ix_ledger_kind_time", "kind", "effective_at"),
+        # Pending entries by the end of their holding period: the nightly run activates the
+        # due ones without reading the whole ledger (only pending rows are in it).
+        Index(
+            "ix_ledger_pending",
+            "pending_until",
+            sqlite_where=text("pending_until IS NOT NULL"),
+            postgresql_where=text("pending_until IS NOT NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True))
