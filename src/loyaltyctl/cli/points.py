@@ -273,10 +273,7 @@ def expire(
     day = a.today
     with job_lock(engine=a.engine(), name="points expire", holder=default_holder(a.actor)):
         with a.session(write=True) as s:
-            from loyaltyctl.services.ledger import activate_pending
-
-            activate_pending(session=s, now=a.now, config=a.config)  # due pending points first
-            res = do_expire(session=s, as_of=day, now=a.now, actor=a.actor)
+            res = do_expire(session=s, config=a.config, as_of=day, now=a.now, actor=a.actor)
             if res.lots:
                 a.audit(s, command="points expire", rows=res.lots, details={
                     "as_of": day, "points": res.points, "lots": res.lots, "members": res.members})

@@ -204,7 +204,7 @@ def build_demo(
         counts["birthday_bonuses"] = b.granted
 
         # 3. The nightly jobs, as cron would run them today.
-        exp = points.expire(session=s, as_of=today, now=now, actor=actor)
+        exp = points.expire(session=s, config=config, as_of=today, now=now, actor=actor)
         counts["points_expired"] = exp.points
         rc = tiers.recalc(session=s, config=config, now=now, actor=actor)
         counts["tier_moves"] = len(rc.moves)

@@ -249,7 +249,11 @@ def _as_date(v: Any) -> date:
     return date.fromisoformat(v) if isinstance(v, str) else v
 
 
-def expire(*, session: Session, as_of: date, now: datetime, actor: str) -> ledger.ExpiryResult:
-    """Close every lot due on or before `as_of`, for all members (idempotent)."""
+def expire(*, session: Session, config: Config, as_of: date, now: datetime,
+           actor: str) -> ledger.ExpiryResult:
+    """The nightly expiry (idempotent): first make available the pending points whose holding
+    period is over at `now` (their expiry clock starts then), then close every lot due on or
+    before `as_of`, for all members."""
+    ledger.activate_pending(session=session, now=now, config=config)
     return ledger.expire_due(session=session, as_of=as_of, now=now, actor=actor)
 
