@@ -132,6 +132,43 @@ def test_db_check_passes_on_empty_and_reports_violation(club: Club) -> None:
     assert "balance: cached balance equals the sum of the available ledger: M1, 5, 0" in r.stdout
 
 
+@pytest.mark.skipif(BACKEND != "sqlite", reason="PostgreSQL always enforces foreign keys")
+def test_db_check_finds_a_dangling_reference(club: Club) -> None:
+    """The nightly expiry writes without SQLite's per-row foreign-key checks; `db check`
+    proves the references instead (here one broken by hand, with the checks off)."""
+    import sqlite3
+
+    club.ok("members", "add", "M1", "Ali")
+    club.ok("purchases", "record", "M1", "250000", "--ref", "T1")
+    club.ok("points", "redeem", "M1", "100", "--ref", "R1")
+    raw = sqlite3.connect(club.db_url.removeprefix("sqlite:///"))
+    raw.execute("UPDATE allocations SET lot_id = 999")
+    raw.execute("UPDATE ledger_entries SET purchase_id = 777 WHERE purchase_id IS NOT NULL")
+    raw.commit()
+    raw.close()
+    r = club.run("db", "check")
+    assert r.exit_code == 1
+    assert "references: every member, lot, purchase" in r.stdout
+    assert "allocations, 1, lot_id, 999" in r.stdout and "purchase_id, 777" in r.stdout
+
+
+@pytest.mark.skipif(BACKEND != "sqlite", reason="a SQLite pragma")
+def test_only_a_trusted_bulk_transaction_skips_foreign_key_checks(club: Club) -> None:
+    from loyaltyctl.db.engine import make_engine, session_scope
+
+    engine = make_engine(club.db_url)
+    try:
+        def fk(**kw: bool) -> object:
+            with session_scope(engine, **kw) as s:
+                return s.connection().exec_driver_sql("PRAGMA foreign_keys").scalar()
+
+        assert fk(write=True, trusted_bulk=True) == 0
+        assert fk(write=True) == 1  # the same pooled connection: checked again
+        assert fk() == 1
+    finally:
+        engine.dispose()
+
+
 def test_audit_list_shows_init_like_rows(club: Club) -> None:
     club.ok("--actor", "sara", "db", "upgrade")  # at head: no row
     r = club.ok("audit", "list", "--format", "json")

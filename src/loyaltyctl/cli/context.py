@@ -89,10 +89,10 @@ class AppContext:
         return self._engine
 
     @contextmanager
-    def session(self, *, write: bool = False) -> Iterator[Session]:
+    def session(self, *, write: bool = False, trusted_bulk: bool = False) -> Iterator[Session]:
         from loyaltyctl.db.engine import session_scope
 
-        with session_scope(self.engine(), write=write) as s:
+        with session_scope(self.engine(), write=write, trusted_bulk=trusted_bulk) as s:
             yield s
 
     @contextmanager

@@ -124,9 +124,15 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn):  # noqa: ANN001
+            # Foreign keys are checked in every transaction but those of a bulk job whose
+            # rows are copies of ids it reads in the same statement (see session_scope);
+            # the pragma only takes effect outside a transaction, so it is set here.
+            options = conn.get_execution_options()
+            conn.exec_driver_sql("PRAGMA foreign_keys=" + (
+                "OFF" if options.get("trusted_bulk") else "ON"))
             # A writer takes the write lock at BEGIN, so two writers queue on the busy
             # timeout instead of one failing at its first write after reading.
-            if conn.get_execution_options().get("write"):
+            if options.get("write"):
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             else:
                 conn.exec_driver_sql("BEGIN")
@@ -186,11 +192,22 @@ def ensure_current(engine: Engine, url: str) -> None:
 
 
 @contextmanager
-def session_scope(engine: Engine, *, write: bool = False) -> Iterator[Session]:
-    """One transaction per command: commit once at the end, roll back on any error."""
+def session_scope(engine: Engine, *, write: bool = False,
+                  trusted_bulk: bool = False) -> Iterator[Session]:
+    """One transaction per command: commit once at the end, roll back on any error.
+
+    trusted_bulk (SQLite): no foreign-key checks in this transaction. Only for a writer
+    whose every referencing value is an id it reads from the database in the same
+    statement, under the write lock (the nightly expiry copies member and lot ids into
+    hundreds of thousands of entries and allocations; the checks were half its time).
+    `db check` still proves the references afterwards.
+    """
     from sqlmodel import Session
 
-    bind = engine.execution_options(write=True) if write else engine
+    options = {"write": True} if write else {}
+    if trusted_bulk:
+        options["trusted_bulk"] = True
+    bind = engine.execution_options(**options) if options else engine
     session = Session(bind, expire_on_commit=False)
     try:
         yield session

@@ -77,6 +77,32 @@ _CHECKS: list[tuple[str, str, str]] = [
         """,
     ),
     (
+        "references",
+        "every member, lot, purchase, debit and entry a row refers to exists (the nightly "
+        "expiry writes without SQLite's per-row foreign-key checks)",
+        """
+        SELECT 'ledger_entries', e.id, 'member_id', e.member_id
+        FROM ledger_entries e LEFT JOIN members m ON m.id = e.member_id WHERE m.id IS NULL
+        UNION ALL
+        SELECT 'ledger_entries', e.id, 'source_id', e.source_id
+        FROM ledger_entries e LEFT JOIN ledger_entries s ON s.id = e.source_id
+        WHERE e.source_id IS NOT NULL AND s.id IS NULL
+        UNION ALL
+        SELECT 'ledger_entries', e.id, 'purchase_id', e.purchase_id
+        FROM ledger_entries e LEFT JOIN purchases p ON p.id = e.purchase_id
+        WHERE e.purchase_id IS NOT NULL AND p.id IS NULL
+        UNION ALL
+        SELECT 'allocations', a.id, 'member_id', a.member_id
+        FROM allocations a LEFT JOIN members m ON m.id = a.member_id WHERE m.id IS NULL
+        UNION ALL
+        SELECT 'allocations', a.id, 'debit_id', a.debit_id
+        FROM allocations a LEFT JOIN ledger_entries d ON d.id = a.debit_id WHERE d.id IS NULL
+        UNION ALL
+        SELECT 'allocations', a.id, 'lot_id', a.lot_id
+        FROM allocations a LEFT JOIN ledger_entries l ON l.id = a.lot_id WHERE l.id IS NULL
+        """,
+    ),
+    (
         "balance_lots",
         "balance equals open available lots minus unpaid clawback debt",
         """
