@@ -184,7 +184,8 @@ def _run_services(engine, config, op: str, member: str, number: int, ref: str, r
                                   else -number, reason="property", ref=ref, expires_on=expires,
                                   today=today, **kw)
             else:
-                points_svc.expire(session=s, as_of=today, now=now, actor="hypothesis")
+                points_svc.expire(session=s, config=config, as_of=today, now=now,
+                                  actor="hypothesis")
         return True
     except Refused:
         return False
