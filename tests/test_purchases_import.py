@@ -524,6 +524,53 @@ def test_debt_is_settled_from_imported_points(members: Club) -> None:
     members.ok("db", "check")
 
 
+@pytest.mark.parametrize("flush_after", [200_000, 0])
+def test_balances_added_up_over_batches_still_settle_debt(
+        members: Club, flush_after: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The import adds up the balance changes of its batches and writes them once at the
+    end (or whenever more than BALANCE_FLUSH members wait: 0 = after every batch). C1 owes
+    100: the first lot pays 60 of it, the next one the 40 left, the last one nothing."""
+    from loyaltyctl.services import purchase_import
+
+    monkeypatch.setattr(purchase_import, "BALANCE_FLUSH", flush_after)
+    members.ok("--as-of", "2026-03-01", "purchases", "record", "C1", "100000", "--ref", "P1",
+               "--at", "2026-03-01 09:00")
+    members.ok("--as-of", "2026-03-01", "points", "adjust", "C1", "-100", "--reason", "test")
+    members.ok("--as-of", "2026-03-02", "purchases", "refund", "P1", "--ref", "RF1")
+    assert members.balance("C1") == -100
+    f = write(members, "p.csv", "R1,C1,60000,2026-03-10 10:00,,",   # 60 points: -100 -> -40
+              "R2,C2,5000,2026-03-10 11:00,,",                      # 5
+              "R3,C1,70000,2026-03-10 12:00,,",                     # 70: -40 -> 30
+              "R4,C1,10000,2026-03-10 13:00,,")                     # 10: 30 -> 40
+    r = imp(members, f, "--batch-size", "1")
+    assert r.exit_code == 0, r.output
+    assert (members.balance("C1"), members.balance("C2")) == (40, 5)
+    assert members.query("SELECT ref, remaining FROM ledger_entries WHERE kind = 'earn' "
+                         "AND ref LIKE 'R%' ORDER BY ref") == [
+        ("R1", 0), ("R2", 5), ("R3", 30), ("R4", 10)]
+    members.ok("db", "check")
+
+
+def test_ref_look_up_with_any_characters(members: Club) -> None:
+    """The batch's refs travel as one parameter (on PostgreSQL joined by a separator); a ref
+    holding the separator is looked up all the same. (A file cannot carry one: control
+    characters are refused; the look-up does not rely on that.)"""
+    from sqlmodel import Session
+
+    from loyaltyctl.services.purchase_import import _Store
+
+    assert imp(members, write(members, "p.csv", "R1,C1,1000,2026-03-01 10:00,,")).exit_code == 0
+    rid = members.scalar("SELECT id FROM purchases WHERE ref = 'R1'")
+    with Session(members.engine) as s:
+        store = _Store(s)
+        try:
+            assert store.existing_refs(["R1", "X\x1fY"]) == {"R1": rid}
+            assert store.existing_refs(["R1", "R2"]) == {"R1": rid}
+            assert store.existing_refs(["R2"]) == {}
+        finally:
+            store.close()
+
+
 # -- formats and text ------------------------------------------------------------------------
 
 

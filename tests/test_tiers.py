@@ -4,7 +4,7 @@ retention and manual floors, progress, history, and the pure rules."""
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, datetime
 
 import pytest
 
@@ -350,3 +350,102 @@ trigger = "first_purchase"
     assert club.balance("NEW") == 75  # 100 + 100 + 75 - 100 - 100
     r = club.ok("--as-of", "2026-01-02", "tiers", "progress", "NEW", "--format", "json")
     assert json.loads(r.stdout)["metric_value"] == 75  # p2 only: not 75 - 100
+
+
+# -- upgrades in bulk (purchases import) -----------------------------------------------------
+
+# As of the end of 10 January the 5-day window starts after the end of the 5th: the rows of
+# the 1st and the 2nd count for no metric. (ref, amount, time); by hand for "spend":
+# 60,000 + 50,000 = 110,000 -> silver; + 150,000 = 260,000; + 50,000 = 310,000 -> gold.
+BULK_ROWS = [("b1", "200,000", "2026-01-01 10:00"), ("b2", "60,000", "2026-01-06 10:00"),
+             ("b3", "50,000", "2026-01-07 10:00"), ("b4", "300,000", "2026-01-02 10:00"),
+             ("b5", "150,000", "2026-01-08 10:00"), ("b6", "50,000", "2026-01-09 10:00"),
+             ("b7", "10,000", "2026-01-10 09:00")]
+BULK_THRESHOLDS = {"spend": (100_000, 300_000), "points": (100, 300), "purchases": (2, 4)}
+
+
+@pytest.mark.parametrize("metric", ["spend", "points", "purchases"])
+@pytest.mark.parametrize("remembered", [100_000, 1])
+def test_imported_batches_upgrade_like_one_purchase_at_a_time(
+        club: Club, metric: str, remembered: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An import in batches of one row moves tiers exactly as `purchases record` of the same
+    rows does: same tiers, history, metric values at each move and points (multipliers).
+
+    The import keeps its members' metrics from batch to batch (tiers.TierMetrics) instead of
+    summing their purchases again; `remembered` = 1 makes it forget them at every batch, so
+    both of its paths are compared with the per-purchase one."""
+    from loyaltyctl.services import tiers as tier_service
+
+    monkeypatch.setattr(tier_service.TierMetrics, "LIMIT", remembered)
+    silver, gold = BULK_THRESHOLDS[metric]
+    club.write_config(tiers_config(metric=metric, silver=silver, gold=gold))
+    for code in ("I1", "I2", "R1", "R2"):
+        add(club, code, "2026-01-01")
+    lines = ["ref,member,amount,occurred_at"]
+    for ref, amount, at in BULK_ROWS:
+        for who in ("1", "2"):  # the two members' rows alternate: one batch each
+            lines.append(f'I{who}-{ref},I{who},"{amount}",{at}')
+            buy(club, f"R{who}", amount, f"R{who}-{ref}", "2026-01-10", "--at", at)
+    path = club.root / "bulk.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    r = club.ok("--as-of", "2026-01-10", "purchases", "import", str(path), "--batch-size", "1")
+    assert "imported 14 purchase(s)" in r.stderr
+
+    def points(prefix: str) -> list[int]:
+        return [p for (p,) in club.query(
+            "SELECT p.points FROM purchases p JOIN members m ON m.id = p.member_id "
+            "WHERE m.code = :c ORDER BY p.occurred_at, p.ref", c=prefix)]
+
+    for who in ("1", "2"):
+        assert history(club, f"I{who}") == history(club, f"R{who}")
+        assert points(f"I{who}") == points(f"R{who}")
+        assert tier(club, f"I{who}") == tier(club, f"R{who}") == "gold"
+    # Not vacuous: two moves, at the metric values computed by hand.
+    moves = {"spend": [110_000, 310_000],
+             # 60 + 50 = 110 points -> silver; + 150 x 1.5 = 335 -> gold
+             "points": [110, 335],
+             # the 2nd and 4th purchases in the window
+             "purchases": [2, 4]}[metric]
+    assert history(club, "I1") == [(None, "bronze", "enrolment", 0),
+                                   ("bronze", "silver", "upgrade", moves[0]),
+                                   ("silver", "gold", "upgrade", moves[1])]
+    # In time order: b1 200 and b4 300,000 x 1.5 (after the move to silver) = 450, outside
+    # the window; b2 60, b3 50; b5 150,000 x 1.5 = 225, b6 75; b7 at gold: 10,000 x 2 = 20.
+    if metric == "spend":
+        assert points("I1") == [200, 450, 60, 50, 225, 75, 20]
+    club.ok("db", "check")
+
+
+def test_tier_metrics_add_scattered_purchases(club: Club) -> None:
+    """TierMetrics, kept across batches, equals measuring afresh, also when the new
+    purchases' ids are not one block (they are a block in an import, unless another run
+    took ids in between)."""
+    from pathlib import Path as _Path
+
+    from sqlmodel import Session
+
+    from loyaltyctl.config import load_config
+    from loyaltyctl.services import tiers as tier_service
+
+    club.write_config(tiers_config())
+    add(club, "M1", "2026-01-01")
+    add(club, "M2", "2026-01-01")
+    config = load_config(_Path(club.config_path)).config
+    now = datetime(2026, 1, 10, 23, 59, 59)
+    m1, m2 = (club.scalar("SELECT id FROM members WHERE code = :c", c=c) for c in ("M1", "M2"))
+    buy(club, "M1", "10,000", "p1", "2026-01-10", "--at", "2026-01-08 10:00")   # id 1
+    buy(club, "M2", "20,000", "p2", "2026-01-10", "--at", "2026-01-08 10:00")   # id 2
+    kept = tier_service.TierMetrics(config, now)
+    with Session(club.engine) as s:
+        assert kept.of(s, [m1]) == {m1: 10_000}
+    buy(club, "M1", "30,000", "p3", "2026-01-10", "--at", "2026-01-09 10:00")   # id 3
+    buy(club, "M2", "40,000", "p4", "2026-01-10", "--at", "2026-01-09 10:00")   # id 4
+    buy(club, "M1", "50,000", "p5", "2026-01-10", "--at", "2026-01-01 10:00")   # id 5, too old
+    buy(club, "M1", "70,000", "p6", "2026-01-10", "--at", "2026-01-10 10:00")   # id 6
+    ids = dict(club.query("SELECT ref, id FROM purchases"))
+    with Session(club.engine) as s:
+        # The import's new purchases, not one block of ids (p4 is M2's, unknown to it).
+        kept.add_purchases(s, [ids["p3"], ids["p5"], ids["p6"]])
+        # M1: 10,000 + 30,000 + 70,000 (p5 is outside the window); M2 measured afresh.
+        assert kept.of(s, [m1, m2]) == {m1: 110_000, m2: 60_000}
+        assert tier_service.metric_of(session=s, config=config, member_id=m1, now=now) == 110_000

@@ -263,6 +263,9 @@ class _Importer:
         """Phones, e-mails and cards of rows held back until the end -> their row."""
         self.referring: dict[str, tuple[int, Mapping[str, Any]]] = {}
         """Code -> (row, raw) of every written row that set a referrer (for the cycle check)."""
+        self.pg = session.get_bind().dialect.name == "postgresql"
+        self._inserted = 0
+        self._analyzed_at = 0
 
     def flush_rejects(self) -> None:
         for num, raw, reason in sorted(self.held, key=lambda h: h[0]):
@@ -510,6 +513,7 @@ class _Importer:
                 MEMBERS.c.code.in_([r.code for r in inserts]))).all())
             self.result.inserted += len(inserts)
             self.result.inserted_ids.extend(ids[r.code] for r in inserts)
+            self._refresh_statistics(len(inserts))
         if updates:
             params = []
             for r, member_id, new in updates:
@@ -527,6 +531,22 @@ class _Importer:
         if fix:
             self.s.execute(update(MEMBERS).where(MEMBERS.c.id == bindparam("_id"))
                            .values(referred_by_id=bindparam("_ref")), fix)
+
+    def _refresh_statistics(self, inserted: int) -> None:
+        """PostgreSQL: ANALYZE members inside the transaction once it has grown a lot.
+
+        Nobody else sees the new rows, so autovacuum never counts them: the next batches'
+        look-ups and the enrolment hooks the caller runs afterwards would be planned for the
+        table the statistics describe, maybe an empty one. Geometric steps, as in
+        `purchases import`: a handful of ANALYZE runs for any file size.
+        """
+        if not self.pg:
+            return
+        self._inserted += inserted
+        if self._inserted < max(10_000, self._analyzed_at):
+            return
+        self.s.connection().exec_driver_sql("ANALYZE members")
+        self._analyzed_at = 2 * self._inserted
 
     # -- the whole file -------------------------------------------------------------------
 
@@ -689,6 +709,12 @@ def import_members(
     except OSError as exc:
         raise InvalidInput(f"{path}: cannot read: {exc.strerror}") from None
     total = path.stat().st_size
+    if session.get_bind().dialect.name == "postgresql":
+        from loyaltyctl.services.purchase_import import unprepared
+
+        # The batches' statements (and the enrolment hooks the caller runs next) repeat
+        # with the same text: see unprepared.
+        unprepared(session)
     with binary:
         text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
         try:

@@ -15,8 +15,10 @@ differs is how the work is done, batch by batch:
    and earn lots with executemany (SQLite) or COPY (PostgreSQL). Rows are validated and
    priced in Python (the rules are Python), so COPY goes straight into the tables: a
    staging table would only copy every row a second time;
-5. move balances with one statement; settle clawback debt for the rare members that owe
-   points; run the after-purchase hooks once for the batch.
+5. add up the balance changes (written with one statement at the end: see
+   `_Store.add_balances`); settle clawback debt for the rare members that owe points; run
+   the after-purchase hooks once for the batch, with the members' tier metrics carried
+   from batch to batch (services.tiers.TierMetrics).
 
 The whole import runs inside a savepoint of the caller's transaction: all-or-nothing unless
 `on_error="skip"`, and a dry run does all the work and rolls it back, so what it reports is
@@ -243,6 +245,8 @@ _HOUR_END = timedelta(minutes=59, seconds=59, microseconds=999_999)
 _MEMBERS = "SELECT id, code, status, tier, balance, merged_into_id FROM members WHERE id IN {}"
 _MEMBERS_LOCKED = _MEMBERS + " ORDER BY id FOR UPDATE"
 SQLITE_CACHE_KIB = 32 * 1024
+BALANCE_FLUSH = 200_000
+_SEP = "\x1f"  # joins refs into one parameter (the ASCII unit separator)
 
 
 def _iso_ts(v: datetime | None) -> str | None:
@@ -286,7 +290,12 @@ class _Store:
         self._cache_size = None
         self._written = 0
         self._analyzed_at = 0
-        if not self.pg:
+        self._sequences: dict[str, int] = {}
+        self._balances: dict[int, list[int]] = {}
+        """Balance and pending changes not written yet: {member id: [available, pending]}."""
+        if self.pg:
+            unprepared(session)
+        else:
             # A bigger page cache for the import's duration: index pages of a million-row
             # transaction stay in memory instead of being spilled to the WAL again and again.
             self._cache_size = self.conn.exec_driver_sql("PRAGMA cache_size").scalar()
@@ -299,13 +308,15 @@ class _Store:
 
     # Hot look-ups go straight to the driver (same connection, same transaction): a batch
     # of refs is one bound parameter, a JSON array on SQLite (json_each), an array on
-    # PostgreSQL (= ANY), and rows come back as plain tuples.
+    # PostgreSQL (see _pg_array), and rows come back as plain tuples.
     def _fetch(self, sql: str, values: Sequence[Any]) -> list[tuple]:
-        """Rows of `sql`, whose one parameter, written `IN {}`, is the list `values`."""
+        """Rows of `sql`, whose one parameter, written `IN {}` (or `{}` for the array
+        itself on PostgreSQL), is the list `values` (all ints, or all strings)."""
         raw = self.conn.connection.driver_connection
         if self.pg:
+            array, params = _pg_array(values)
             with raw.cursor() as cur:
-                cur.execute(sql.replace("IN {}", "= ANY(%s)"), (list(values),))
+                cur.execute(sql.replace("IN {}", f"= ANY({array})").replace("{}", array), params)
                 return cur.fetchall()
         return raw.execute(sql.replace("IN {}", "IN (SELECT value FROM json_each(?))"),
                            (json.dumps(list(values)),)).fetchall()
@@ -314,6 +325,13 @@ class _Store:
         """{ref: purchase id} for the refs that exist."""
         if not refs:
             return {}
+        if self.pg:
+            # One probe of the unique index per ref. With `ref = ANY(...)` the planner
+            # expects every ref to be found and scans the whole table instead, for every
+            # batch (the work would grow with the square of the file).
+            return dict(self._fetch(
+                "SELECT p.ref, p.id FROM unnest({}) AS r(ref) CROSS JOIN LATERAL "
+                "(SELECT ref, id FROM purchases WHERE purchases.ref = r.ref LIMIT 1) AS p", refs))
         return dict(self._fetch("SELECT ref, id FROM purchases WHERE ref IN {}", refs))
 
     def purchase_facts(self, ids: Sequence[int]) -> dict[int, tuple]:
@@ -336,12 +354,19 @@ class _Store:
         if n <= 0:
             return []
         if self.pg:
+            # The sequence by its OID: `nextval(pg_get_serial_sequence(...))` looked the
+            # sequence up in the catalogue again for every id (10x slower).
+            seq = self._sequences.get(table)
+            if seq is None:
+                seq = self._sequences[table] = self.conn.execute(
+                    text("SELECT CAST(CAST(pg_get_serial_sequence(:t, 'id') AS regclass) "
+                         "AS integer)"), {"t": table}).scalar_one()
             # Usually one contiguous block: only its ends travel, not n rows.
             lo, hi, ids = self.conn.execute(
                 text("SELECT MIN(v), MAX(v), CASE WHEN MAX(v) - MIN(v) + 1 = COUNT(*) THEN NULL "
-                     "ELSE array_agg(v ORDER BY v) END FROM (SELECT nextval("
-                     "pg_get_serial_sequence(:t, 'id')) AS v FROM generate_series(1, :n)) s"),
-                {"t": table, "n": n}).one()
+                     "ELSE array_agg(v ORDER BY v) END FROM (SELECT nextval(CAST(CAST("
+                     ":seq AS oid) AS regclass)) AS v FROM generate_series(1, :n)) s"),
+                {"seq": seq, "n": n}).one()
             return list(range(lo, hi + 1)) if ids is None else list(ids)
         # We hold SQLite's write lock (BEGIN IMMEDIATE), so nobody else can take these ids.
         first = self.conn.execute(
@@ -352,9 +377,12 @@ class _Store:
         if not rows:
             return
         if self.pg:
+            # Binary COPY: the values go as the server stores them, so it parses no text
+            # (dates and numbers) and psycopg formats none.
             raw = self.conn.connection.driver_connection
-            cols = ", ".join(columns)
-            with raw.cursor() as cur, cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:  # noqa: S608
+            sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"  # noqa: S608 - constant names
+            with raw.cursor() as cur, cur.copy(sql) as copy:
+                copy.set_types(_pg_types(table, columns))
                 for r in rows:
                     copy.write_row(r)
         else:
@@ -363,10 +391,37 @@ class _Store:
                 f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)  # noqa: S608
 
     def add_balances(self, deltas: dict[int, list[int]]) -> None:
+        """Count these balance changes; they are written by `flush_balances`.
+
+        Nothing reads a cached balance while the import runs but the import itself (see
+        `balance`), and the other writers only add to it, so the sums go to the members
+        table once for the whole import instead of once per batch: on PostgreSQL every
+        UPDATE of a member writes a new row version and an entry in each of its nine
+        indexes (a second per batch at a million rows). The dict stays small (one entry
+        per member); past BALANCE_FLUSH members it is written and emptied.
+        """
+        pending = self._balances
+        for mid, (b, p) in deltas.items():
+            d = pending.get(mid)
+            if d is None:
+                pending[mid] = [b, p]
+            else:
+                d[0] += b
+                d[1] += p
+        if len(pending) > BALANCE_FLUSH:
+            self.flush_balances()
+
+    def balance(self, member_id: int, stored: int) -> int:
+        """A member's available balance: `stored` (read this batch) plus what is unwritten."""
+        d = self._balances.get(member_id)
+        return stored if d is None else stored + d[0]
+
+    def flush_balances(self) -> None:
+        deltas, self._balances = self._balances, {}
         if not deltas:
             return
         if self.pg:
-            ids = list(deltas)
+            ids = sorted(deltas)
             self.conn.execute(
                 text("UPDATE members AS m SET balance = m.balance + v.b, pending = m.pending + v.p "
                      "FROM unnest(CAST(:ids AS integer[]), CAST(:b AS bigint[]), "
@@ -376,7 +431,7 @@ class _Store:
         else:
             self.conn.exec_driver_sql(
                 "UPDATE members SET balance = balance + ?, pending = pending + ? WHERE id = ?",
-                [(b, p, mid) for mid, (b, p) in deltas.items()],
+                [(b, p, mid) for mid, (b, p) in sorted(deltas.items())],
             )
 
     def refresh_statistics(self, written: int) -> None:
@@ -407,6 +462,75 @@ class _Store:
             text(f"SELECT COUNT(DISTINCT member_id) FROM purchases WHERE {clause}"),  # noqa: S608
             params).scalar_one()
         return int(total)
+
+
+def unprepared(session: Session) -> None:
+    """PostgreSQL: plan each look-up of the session's transaction for its own values.
+
+    psycopg prepares a statement on the server once it has run five times, and a few runs
+    later the server may switch it to a generic plan, made without the parameters' values.
+    A bulk writer's per-batch look-ups repeat with the same text (an IN list of a full batch
+    always has the same number of placeholders), and for a long list a generic plan may
+    scan the table comparing every row with every value (15 s per statement for 5,000
+    codes against 100,000 members, where a plan for the values takes milliseconds).
+
+    So the automatic preparing is off until the transaction ends (a threshold no statement
+    reaches). `executemany` still prepares its statement at once (psycopg asks for that
+    itself), and a one-row statement's generic plan is the right one. (`plan_cache_mode =
+    force_custom_plan` would also replan the foreign-key checks of every row a COPY
+    writes: twice the server time.)
+    """
+    raw = session.connection().connection.driver_connection
+    before = getattr(raw, "prepare_threshold", None)
+    if before is None or before >= _NEVER:
+        return
+    raw.prepare_threshold = _NEVER
+    done = False
+
+    def restore(_session: Session, transaction: Any) -> None:
+        nonlocal done
+        if transaction.parent is None and not done:
+            done = True
+            raw.prepare_threshold = before
+
+    from sqlalchemy import event
+
+    event.listen(session, "after_transaction_end", restore)
+
+
+_NEVER = 2**31 - 1
+
+
+def _pg_array(values: Sequence[Any]) -> tuple[str, tuple]:
+    """A PostgreSQL array expression for `values` (all ints, or all strings) and its
+    parameters: one delimited string that `string_to_array` splits. The planner folds it
+    into a constant array whose length it knows; and psycopg would spend longer dumping a
+    Python list element by element than the server spends on the look-up."""
+    if values and isinstance(values[0], int):
+        return ("CAST(string_to_array(%s, ',') AS INTEGER[])",
+                (",".join([str(int(v)) for v in values]),))
+    joined = _SEP.join(values)
+    if joined.count(_SEP) == len(values) - 1 and all(values):
+        return "string_to_array(%s, %s)", (joined, _SEP)
+    return "CAST(%s AS TEXT[])", (list(values),)  # a value holds the separator, or is empty
+
+
+def _pg_types(table: str, columns: Sequence[str]) -> list[str]:
+    """PostgreSQL type names of `columns` of `table`, for a binary COPY."""
+    from sqlalchemy import BigInteger, Date, DateTime, Integer, String
+
+    tab = {"purchases": Purchase, "ledger_entries": LedgerEntry}[table].__table__  # type: ignore[attr-defined]
+    out = []
+    for name in columns:
+        t = tab.c[name].type
+        for kind, pg in ((BigInteger, "int8"), (Integer, "int4"), (DateTime, "timestamp"),
+                         (Date, "date"), (String, "text")):
+            if isinstance(t, kind):
+                out.append(pg)
+                break
+        else:  # pragma: no cover - a column type the import does not write
+            raise TypeError(f"{table}.{name}: no binary COPY type for {t!r}")
+    return out
 
 
 class _IdRanges:
@@ -605,6 +729,9 @@ class _Import:
         self.today = local_date(now, self.tz)
         self.mine = _IdRanges()
         self.multipliers = {t.code: t.multiplier for t in config.tiers.levels}
+        from loyaltyctl.services.tiers import TierMetrics
+
+        self.tier_metrics = TierMetrics(config, now)
         self.created_at = self.store.ts(now)
 
     # -- rows ------------------------------------------------------------------------------
@@ -880,19 +1007,22 @@ class _Import:
                 "another run recorded some of these purchases while the import ran; nothing "
                 "was imported", hint="run the import again: it skips what is already there",
             ) from None
+        # Members who owed points (a clawback took them below zero) pay from the new lots.
+        in_debt = [mid for mid, (available, _pending) in deltas.items()
+                   if available > 0 and store.balance(mid, info[mid][3]) < 0]
         store.add_balances(deltas)
         self.mine.add(pids)
         s.imported += len(fresh)
         store.refresh_statistics(len(fresh))
 
-        # Members who owed points (a clawback took them below zero) pay from the new lots.
         from loyaltyctl.services import hooks, ledger
 
-        for mid, (available, _pending) in deltas.items():
-            if available > 0 and info[mid][3] < 0:
-                ledger.settle_debt(session=self.session, member_id=mid, today=self.today)
+        for mid in in_debt:
+            ledger.settle_debt(session=self.session, member_id=mid, today=self.today)
         hooks.after_purchases(session=self.session, config=self.config, purchase_ids=pids,
-                              now=self.now, actor=self.actor)
+                              now=self.now, actor=self.actor,
+                              member_ids=sorted({p.member_id for p in fresh}),
+                              tier_metrics=self.tier_metrics)
         self._sync()
 
     def _sync(self) -> None:
@@ -908,6 +1038,7 @@ class _Import:
                 self.session.expire(obj, ["balance", "pending", "tier"])
 
     def finish(self) -> ImportSummary:
+        self.store.flush_balances()
         self.summary.members = self.store.count_members(self.mine.ranges)
         return self.summary
 

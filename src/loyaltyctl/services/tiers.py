@@ -18,10 +18,11 @@ from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import DateTime, and_, bindparam, exists, func, insert, select, update
+from sqlalchemy import DateTime, Text, and_, bindparam, exists, func, insert, select, update
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import NullType, TypeDecorator
 from sqlmodel import Session
 
 from loyaltyctl.config import Config
@@ -64,6 +65,10 @@ class unindexed(FunctionElement):  # noqa: N801 - reads like a SQL function
     inherit_cache = True
     name = "unindexed"
 
+    def __init__(self, column: Any) -> None:
+        super().__init__(column)
+        self.type = column.type
+
 
 @compiles(unindexed)
 def _unindexed(element: unindexed, compiler: Any, **kw: Any) -> str:
@@ -75,8 +80,73 @@ def _unindexed_sqlite(element: unindexed, compiler: Any, **kw: Any) -> str:
     return "+" + compiler.process(element.clauses, **kw)
 
 
-def metric_select(config: Config, *, now: datetime, member_ids: Sequence[int] | None = None) -> Select:
-    """One aggregate over purchases: (member_id, value) for members with any activity."""
+class IdList(TypeDecorator):
+    """A list of integer ids bound as ONE parameter (see `in_ids`): "1,2,3" on PostgreSQL,
+    a JSON array "[1,2,3]" on SQLite."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
+        if value is None:
+            return None
+        text = ",".join([str(int(v)) for v in value])
+        return text if dialect.name == "postgresql" else "[" + text + "]"
+
+
+def ids_param(name: str) -> Any:
+    """A bound parameter taking a list of ids, for `in_ids`."""
+    return bindparam(name, type_=IdList())
+
+
+class in_ids(FunctionElement):  # noqa: N801 - reads like a SQL operator
+    """`column IN (the ids bound as one parameter)`.
+
+    The statement text is the same for 1 id or 50,000: PostgreSQL plans it like any other
+    statement, and nobody builds and parses thousands of placeholders (an expanding IN
+    list in the per-batch hooks cost the purchase import more than its COPY did).
+
+    PostgreSQL: `= ANY(CAST(string_to_array(:ids, ',') AS INTEGER[]))`. Both functions are
+    immutable, so the planner folds the array into a constant and knows its length: index
+    probes, or one pass with a hash of the ids. (A text parameter cast straight to
+    INTEGER[] stays an opaque expression, and such a pass compares every row with every
+    id: minutes. A generic plan, made without the parameter's value, may do the same, so
+    bulk writers plan every statement for its values: see purchase_import.unprepared. A
+    semi-join with `unnest` never compares that way, but with the statistics of a table
+    that was nearly empty it made members the outer side of a nested loop over the ids:
+    30 s per batch.)
+    SQLite: `IN (SELECT value FROM json_each(:ids))`, index probes for each id.
+    """
+
+    # No Boolean type: SQLite (no native booleans) would get `WHERE (... IN ...) = 1`,
+    # which no index serves.
+    type = NullType()
+    inherit_cache = True
+    name = "in_ids"
+
+
+@compiles(in_ids)
+def _in_ids(element: in_ids, compiler: Any, **kw: Any) -> str:
+    column, ids = list(element.clauses)
+    return (f"{compiler.process(column, **kw)} = ANY(CAST(string_to_array("
+            f"{compiler.process(ids, **kw)}, ',') AS INTEGER[]))")
+
+
+@compiles(in_ids, "sqlite")
+def _in_ids_sqlite(element: in_ids, compiler: Any, **kw: Any) -> str:
+    column, ids = list(element.clauses)
+    col, param = compiler.process(column, **kw), compiler.process(ids, **kw)
+    return f"{col} IN (SELECT value FROM json_each({param}))"  # noqa: S608 - compiled; ids are bound
+
+
+def metric_select(config: Config, *, now: datetime, member_ids: Sequence[int] | None = None,
+                  only_purchases: str | None = None) -> Select:
+    """One aggregate over purchases: (member_id, value) for members with any activity.
+
+    member_ids: only these members (bound as "mids"). only_purchases: only some purchases
+    (what they add to their members' metrics): "ids", those whose ids are bound as "pids";
+    "range", those from id "p_lo" to id "p_hi".
+    """
     start = window_start(config, now)
     at = _p.c.occurred_at if member_ids is not None else unindexed(_p.c.occurred_at)
     in_window = and_(at > start, at <= now)
@@ -98,17 +168,26 @@ def metric_select(config: Config, *, now: datetime, member_ids: Sequence[int] | 
         # The purchase's own earn lot and what refunds took back from that lot; not the
         # referral bonuses it triggered (nor their clawbacks), which carry its id too.
         source = _le.alias("source_lot")
+        # For some members or purchases, SQLite must start from their ids (below), not from
+        # every lot of these kinds.
+        kind = unindexed(_le.c.kind) if member_ids is not None or only_purchases else _le.c.kind
         q = (
             select(_p.c.member_id, func.sum(_le.c.points).label("value"))
             .select_from(
                 _p.join(_le, and_(_le.c.purchase_id == _p.c.id, _le.c.member_id == _p.c.member_id))
                 .outerjoin(source, source.c.id == _le.c.source_id))
             .where(in_window, ~still_pending,
-                   (_le.c.kind == "earn")
-                   | (_le.c.kind.in_(("clawback", "cancel")) & (source.c.kind == "earn")))
+                   (kind == "earn")
+                   | (kind.in_(("clawback", "cancel")) & (source.c.kind == "earn")))
         )
     if member_ids is not None:
-        q = q.where(_p.c.member_id.in_(bindparam("mids", expanding=True)))
+        q = q.where(in_ids(_p.c.member_id, ids_param("mids")))
+    if only_purchases == "ids":
+        q = q.where(in_ids(_p.c.id, ids_param("pids")))
+    elif only_purchases == "range":
+        q = q.where(_p.c.id.between(bindparam("p_lo"), bindparam("p_hi")))
+    elif only_purchases is not None:
+        raise ValueError(f"only_purchases={only_purchases!r}")
     return q.group_by(_p.c.member_id)
 
 
@@ -123,25 +202,99 @@ class MemberTierFacts:
     metric: int
 
 
+class TierMetrics:
+    """Members' tier metrics as of one instant, kept from batch to batch by a bulk writer
+    (`purchases import`), so that each batch of upgrades costs what the batch holds.
+
+    Measured afresh for every batch, a member's metric sums all of its purchases in the
+    window again, the ones the import wrote in earlier batches included: the work grows
+    with the square of the file. Here a member is measured once, in the first batch that
+    needs it; each later batch adds what that batch's purchases contribute, measured by the
+    same aggregate (`metric_select`) restricted to them. That equals measuring afresh
+    because, meanwhile, nothing but the import changes these members' purchases: it holds
+    their rows locked (PostgreSQL) or the database's write lock (SQLite), and its hooks
+    write no purchases (bonuses count for no metric).
+    """
+
+    LIMIT = 100_000
+    """Members remembered at most (memory stays flat); past it, they are measured again."""
+
+    def __init__(self, config: Config, now: datetime) -> None:
+        self.config = config
+        self.now = now
+        self.values: dict[int, int] = {}
+
+    def add_purchases(self, session: Session, purchase_ids: Sequence[int]) -> None:
+        """Count new purchases (just written) for the members already measured."""
+        values = self.values
+        if not values or not purchase_ids:
+            return
+        lo, hi = min(purchase_ids), max(purchase_ids)
+        if hi - lo + 1 == len(purchase_ids) == len(set(purchase_ids)):
+            # The usual batch, a block of new ids: one range of the primary key, where
+            # PostgreSQL would rather scan the table than probe it 50,000 times.
+            q = metric_select(self.config, now=self.now, only_purchases="range")
+            rows = session.execute(q, {"p_lo": lo, "p_hi": hi})
+        else:
+            q = metric_select(self.config, now=self.now, only_purchases="ids")
+            rows = session.execute(q, {"pids": purchase_ids})
+        for mid, value in rows:
+            if mid in values:
+                values[mid] += int(value or 0)
+
+    def of(self, session: Session, member_ids: Sequence[int]) -> dict[int, int]:
+        """{member id: metric} for `member_ids`, measuring those not measured yet."""
+        values = self.values
+        new = [m for m in member_ids if m not in values]
+        if new:
+            if len(values) + len(new) > self.LIMIT:
+                values.clear()
+                new = list(member_ids)
+            q = metric_select(self.config, now=self.now, member_ids=new)
+            measured = dict(session.execute(q, {"mids": new}).all())
+            for m in new:
+                values[m] = int(measured.get(m) or 0)
+        return {m: values[m] for m in member_ids}
+
+
 def _facts(session: Session, config: Config, *, now: datetime,
-           member_ids: Sequence[int] | None) -> list[MemberTierFacts]:
-    """Members (not closed) with their metric: one query per chunk of ids, or one in all."""
-    sub = metric_select(config, now=now, member_ids=member_ids).subquery()
-    q = (
-        select(_m.c.id, _m.c.code, _m.c.tier, _m.c.tier_since, _m.c.tier_floor,
-               _m.c.tier_floor_until, func.coalesce(sub.c.value, 0))
-        .select_from(_m.outerjoin(sub, sub.c.member_id == _m.c.id))
-        .where(_m.c.status != "closed", _m.c.merged_into_id.is_(None))
-        .order_by(_m.c.id)
-    )
+           member_ids: Sequence[int] | None, below: str | None = None,
+           metrics: TierMetrics | None = None,
+           purchase_ids: Sequence[int] = ()) -> list[MemberTierFacts]:
+    """Members (not closed) with their metric, in id order: all of them, or `member_ids`.
+
+    below: leave out members already at this tier (the top one, for upgrades: nothing can
+    lift them), so their purchases are not even summed.
+    metrics: measure through it (see TierMetrics), after telling it of `purchase_ids`.
+    """
+    cols = (_m.c.id, _m.c.code, _m.c.tier, _m.c.tier_since, _m.c.tier_floor,
+            _m.c.tier_floor_until)
+    live = (_m.c.status != "closed", _m.c.merged_into_id.is_(None))
     if member_ids is None:
+        sub = metric_select(config, now=now).subquery()
+        q = (select(*cols, func.coalesce(sub.c.value, 0))
+             .select_from(_m.outerjoin(sub, sub.c.member_id == _m.c.id))
+             .where(*live).order_by(_m.c.id))
         return [MemberTierFacts(*r[:6], int(r[6])) for r in session.execute(q)]
-    out: list[MemberTierFacts] = []
-    q = q.where(_m.c.id.in_(bindparam("ids", expanding=True)))
-    for part in chunks(sorted(set(member_ids))):
-        rows = session.execute(q, {"ids": part, "mids": part})
-        out.extend(MemberTierFacts(*r[:6], int(r[6])) for r in rows)
-    return out
+    if metrics is not None:
+        if metrics.now != now or metrics.config is not config:
+            raise ValueError("TierMetrics kept for another instant or program")
+        metrics.add_purchases(session, purchase_ids)
+    # Two simple statements, each with one array parameter: the members first, then the
+    # metric of those that can still move (the aggregate is the costly part).
+    q = select(*cols).where(in_ids(_m.c.id, ids_param("ids")), *live).order_by(_m.c.id)
+    if below is not None:
+        q = q.where(_m.c.tier.is_distinct_from(below))
+    members = session.execute(q, {"ids": member_ids}).all()
+    if not members:
+        return []
+    ids = [r[0] for r in members]
+    if metrics is not None:
+        metric = metrics.of(session, ids)
+    else:
+        metric = dict(session.execute(metric_select(config, now=now, member_ids=ids),
+                                      {"mids": ids}).all())
+    return [MemberTierFacts(*r, int(metric.get(r[0]) or 0)) for r in members]
 
 
 @dataclass(frozen=True)
@@ -197,15 +350,14 @@ def apply_moves(*, session: Session, moves: Sequence[TierMove], now: datetime, a
         by_change: dict[tuple[str | None, str | None], list[int]] = {}
         for mv in moves:
             by_change.setdefault((mv.from_tier, mv.to_tier), []).append(mv.member_id)
-        guarded = (update(_m).where(_m.c.id.in_(bindparam("ids", expanding=True)),
+        guarded = (update(_m).where(in_ids(_m.c.id, ids_param("ids")),
                                     _m.c.tier.is_not_distinct_from(bindparam("b_from")))
                    .values(tier=bindparam("b_tier"), tier_since=now, updated_at=now)
                    .returning(_m.c.id))
         done: set[int] = set()
         for (from_tier, to_tier), ids in by_change.items():
-            for part in chunks(ids):
-                done.update(session.execute(
-                    guarded, {"ids": part, "b_from": from_tier, "b_tier": to_tier}).scalars())
+            done.update(session.execute(
+                guarded, {"ids": ids, "b_from": from_tier, "b_tier": to_tier}).scalars())
         moves = [mv for mv in moves if mv.member_id in done]
         if not moves:
             return []
@@ -213,11 +365,10 @@ def apply_moves(*, session: Session, moves: Sequence[TierMove], now: datetime, a
         by_tier: dict[str | None, list[int]] = {}
         for mv in moves:
             by_tier.setdefault(mv.to_tier, []).append(mv.member_id)
-        stmt = (update(_m).where(_m.c.id.in_(bindparam("ids", expanding=True)))
+        stmt = (update(_m).where(in_ids(_m.c.id, ids_param("ids")))
                 .values(tier=bindparam("b_tier"), tier_since=now, updated_at=now))
         for to_tier, ids in by_tier.items():
-            for part in chunks(ids):
-                session.execute(stmt, {"ids": part, "b_tier": to_tier})
+            session.execute(stmt, {"ids": ids, "b_tier": to_tier})
     session.execute(insert(_th), [
         {"member_id": mv.member_id, "from_tier": mv.from_tier, "to_tier": mv.to_tier,
          "changed_at": now, "reason": reason or mv.direction, "metric_value": mv.metric,
@@ -228,29 +379,35 @@ def apply_moves(*, session: Session, moves: Sequence[TierMove], now: datetime, a
 
 
 def upgrade_members(*, session: Session, config: Config, member_ids: Sequence[int],
-                    now: datetime, actor: str) -> list[TierMove]:
+                    now: datetime, actor: str, metrics: TierMetrics | None = None,
+                    purchase_ids: Sequence[int] = ()) -> list[TierMove]:
     """Lift the given members to the tier their metric (or floor) reaches; never lowers one.
 
     Called after purchases are recorded; members without a tier get the one they qualify for.
+    metrics, purchase_ids: see TierMetrics (the purchases just recorded, which it counts).
     """
-    if not member_ids or not config.tiers.levels:
+    levels = config.tiers.levels
+    if not member_ids or not levels:
         return []
-    facts = _facts(session, config, now=now, member_ids=member_ids)
+    # Nothing lifts a member above the top tier: those are not even measured.
+    facts = _facts(session, config, now=now, member_ids=member_ids, below=levels[-1].code,
+                   metrics=metrics, purchase_ids=purchase_ids)
     moves = _decide_all(config, facts, now=now, allow_downgrade=False)
     apply_moves(session=session, moves=moves, now=now, actor=actor)
     return moves
 
 
 def upgrade_members_of_purchases(*, session: Session, config: Config, purchase_ids: Sequence[int],
-                                 now: datetime, actor: str) -> list[TierMove]:
+                                 now: datetime, actor: str, member_ids: Sequence[int] | None = None,
+                                 metrics: TierMetrics | None = None) -> list[TierMove]:
+    """upgrade_members for the members of `purchase_ids` (member_ids: them, if known)."""
     if not purchase_ids or not config.tiers.levels:
         return []
-    member_ids: set[int] = set()
-    q = select(_p.c.member_id).where(_p.c.id.in_(bindparam("pids", expanding=True))).distinct()
-    for part in chunks(purchase_ids):
-        member_ids.update(r[0] for r in session.execute(q, {"pids": part}))
-    return upgrade_members(session=session, config=config, member_ids=sorted(member_ids),
-                           now=now, actor=actor)
+    if member_ids is None:
+        q = select(_p.c.member_id).where(in_ids(_p.c.id, ids_param("pids"))).distinct()
+        member_ids = session.execute(q, {"pids": purchase_ids}).scalars().all()
+    return upgrade_members(session=session, config=config, member_ids=sorted(set(member_ids)),
+                           now=now, actor=actor, metrics=metrics, purchase_ids=purchase_ids)
 
 
 def assign_initial(*, session: Session, config: Config, member_ids: Sequence[int],
@@ -259,17 +416,14 @@ def assign_initial(*, session: Session, config: Config, member_ids: Sequence[int
     base = rules.qualifying_tier(config.tiers.levels, 0)
     if base is None or not member_ids:
         return 0
-    n = 0
-    pick = select(_m.c.id).where(_m.c.id.in_(bindparam("ids", expanding=True)),
-                                 _m.c.tier.is_(None), _m.c.status != "closed")
-    for part in chunks(member_ids):
-        ids = [r[0] for r in session.execute(pick, {"ids": part})]
-        if not ids:
-            continue
-        apply_moves(session=session, now=now, actor=actor, reason="enrolment",
-                    moves=[TierMove(i, "", None, base.code, "upgrade", 0) for i in ids])
-        n += len(ids)
-    return n
+    pick = select(_m.c.id).where(in_ids(_m.c.id, ids_param("ids")),
+                                 _m.c.tier.is_(None), _m.c.status != "closed").order_by(_m.c.id)
+    ids = session.execute(pick, {"ids": member_ids}).scalars().all()
+    if not ids:
+        return 0
+    apply_moves(session=session, now=now, actor=actor, reason="enrolment",
+                moves=[TierMove(i, "", None, base.code, "upgrade", 0) for i in ids])
+    return len(ids)
 
 
 @dataclass(frozen=True)
