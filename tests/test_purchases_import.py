@@ -329,6 +329,29 @@ def test_batch_boundaries(members: Club, tmp_path: Path) -> None:
     members.ok("db", "check")
 
 
+def test_member_cache_full_keeps_the_batch_keys(
+        members: Club, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The member-key cache is bounded: when a batch fills it, keys the batch found in it
+    are kept (found on the 1,000,000-purchase benchmark: clearing it all rejected later rows
+    of members it had just looked up as 'no member matches')."""
+    from loyaltyctl.services import purchase_import
+
+    monkeypatch.setattr(purchase_import, "_KEY_CACHE_LIMIT", 2)
+    f = write(members, "p.csv",
+              "R1,C1,1000,2026-03-01 10:00,,",                 # batch 1: C1, C2 cached
+              "R2,C2,2000,2026-03-01 11:00,,",
+              "R3,C1,3000,2026-03-01 12:00,,",                 # batch 2: C1 cached, C3 new
+              "R4,C3,4000,2026-03-01 13:00,,",                 #   -> the cache is full
+              "R5,09120000002,5000,2026-03-01 14:00,,",        # batch 3: C2 by phone, C3
+              "R6,C3,6000,2026-03-01 15:00,,")
+    r = imp(members, f, "--format", "json", env={"LOYALTYCTL_IMPORT_BATCH": "2"})
+    assert r.exit_code == 0, r.output
+    c = counts(r)
+    assert (c["imported"], c["rejected"], c["points"]) == (6, 0, 21)
+    assert [members.balance(m) for m in ("C1", "C2", "C3")] == [4, 7, 10]
+    members.ok("db", "check")
+
+
 def test_batch_size_env_must_be_a_number(members: Club) -> None:
     f = write(members, "p.csv", "R1,C1,1000,2026-03-01 10:00,,")
     r = imp(members, f, env={"LOYALTYCTL_IMPORT_BATCH": "lots"})

@@ -572,13 +572,16 @@ class _Members:
     def resolve(self, keys: set[str]) -> dict[str, int]:
         from loyaltyctl.services.members import resolve_members_bulk
 
-        missing = [k for k in keys if k not in self.cache]
+        cache = self.cache
+        missing = [k for k in keys if k not in cache]
         if missing:
-            if len(self.cache) > _KEY_CACHE_LIMIT:
-                self.cache.clear()
-            self.cache.update(resolve_members_bulk(session=self.session, keys=missing,
-                                                   region=self.region))
-        return {k: self.cache[k] for k in keys if k in self.cache}
+            # Memory stays bounded: when the cache is full, keep only this batch's keys
+            # (clearing all of it would lose keys this batch found in it).
+            if len(cache) + len(missing) > _KEY_CACHE_LIMIT:
+                cache = self.cache = {k: cache[k] for k in keys if k in cache}
+            cache.update(resolve_members_bulk(session=self.session, keys=missing,
+                                              region=self.region))
+        return {k: cache[k] for k in keys if k in cache}
 
 
 def _inactive_reason(code: str, status: str, merged_into: int | None) -> str:
