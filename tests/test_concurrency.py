@@ -311,10 +311,13 @@ def test_workers_on_overlapping_members_lose_no_update(club: Club, tmp_path: Pat
     assert audit == +audited
 
     # Every due lot expired exactly once, by the jobs or by a debit of its member.
-    expiries = club.query("SELECT source_id, COUNT(*), SUM(points) FROM ledger_entries "
-                          "WHERE kind = 'expire' GROUP BY source_id")
+    expiries = club.query("SELECT a.lot_id, COUNT(*), SUM(a.points) FROM allocations a "
+                          "JOIN ledger_entries e ON e.id = a.debit_id "
+                          "WHERE e.kind = 'expire' GROUP BY a.lot_id")
     assert len(expiries) == due_lots and all(n == 1 for _, n, _ in expiries)
-    assert -sum(int(p) for _, _, p in expiries) == sum(due.values())
+    assert sum(int(p) for _, _, p in expiries) == sum(due.values())
+    assert -club.scalar("SELECT SUM(points) FROM ledger_entries WHERE kind = 'expire'") == sum(
+        due.values())
     assert expired_by_jobs <= sum(due.values())
 
     # No lost update: balance before + logged changes - expired, equal to the cached balance.
@@ -595,8 +598,10 @@ def test_nightly_expiry_and_a_redemption_of_the_same_member_do_not_deadlock(club
     # M01's due 150 went with the redemption's own expiry; the job took the other nine.
     assert json.loads(out) == {"as_of": AS_OF, "points": 150 * 9, "lots": 9, "members": 9}
     assert ch.balance == 250 - 30
-    assert club.query("SELECT source_id, COUNT(*) FROM ledger_entries WHERE kind = 'expire' "
-                      "GROUP BY source_id HAVING COUNT(*) > 1") == []
+    assert club.query("SELECT a.lot_id, COUNT(*) FROM allocations a JOIN ledger_entries e "
+                      "ON e.id = a.debit_id WHERE e.kind = 'expire' "
+                      "GROUP BY a.lot_id HAVING COUNT(*) > 1") == []
+    # One entry per member and run: the redemption's for M01, the job's for the nine others.
     assert club.scalar("SELECT COUNT(*) FROM ledger_entries WHERE kind = 'expire'") == 10
     club.ok("db", "check")
 

@@ -177,13 +177,20 @@ _CHECKS: list[tuple[str, str, str]] = [
     ),
     (
         "expire_source",
-        "an expiry entry closes one lot of the same member, for at most the lot's points",
+        "an expiry entry takes only from lots of its member that have an expiry date, and "
+        "takes from at least one",
         """
-        SELECT e.id, e.source_id, -e.points, l.points
+        SELECT e.id, a.lot_id, a.points, l.expires_on
         FROM ledger_entries e
-        LEFT JOIN ledger_entries l ON l.id = e.source_id
+        JOIN allocations a ON a.debit_id = e.id
+        LEFT JOIN ledger_entries l ON l.id = a.lot_id
         WHERE e.kind = 'expire' AND (l.id IS NULL OR l.remaining IS NULL
-              OR l.member_id <> e.member_id OR -e.points > l.points)
+              OR l.expires_on IS NULL OR l.member_id <> e.member_id OR a.points <= 0)
+        UNION ALL
+        SELECT e.id, NULL, e.points, NULL
+        FROM ledger_entries e
+        WHERE e.kind = 'expire' AND NOT EXISTS (SELECT 1 FROM allocations a
+                                                 WHERE a.debit_id = e.id)
         """,
     ),
     (

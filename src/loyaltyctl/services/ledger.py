@@ -244,37 +244,49 @@ def expire_due(
     actor: str,
     member_ids: list[int] | None = None,
 ) -> ExpiryResult:
-    """Close every open lot with expires_on <= as_of: one expiry entry per lot, set-based.
+    """Close every open lot with expires_on <= as_of, set-based: one expiry entry per member
+    and run, with one allocation for each lot it closes (as a redemption that takes several
+    lots), so a member's history shows one line a night however many lots expired.
 
-    Idempotent: a closed lot has remaining 0 and is not picked again.
+    The due lots are read once, into a temporary table, and every later statement works
+    from that set: the entries, their allocations, the closed lots and the balances always
+    agree. Idempotent: a closed lot has remaining 0 and is not picked again.
     """
     import uuid
 
+    if member_ids is not None and not member_ids:
+        return ExpiryResult(0, 0, 0)
     conn = session.connection()
+    pg = conn.dialect.name == "postgresql"
     # A token unique to this run marks its entries, so the statements below never pick up
     # expiry entries another transaction committed meanwhile.
     token = f"expire:{as_of.isoformat()}:{uuid.uuid4().hex[:12]}"
     params: dict = {"as_of": as_of, "now": now, "actor": actor[:64], "token": token}
-    if member_ids is not None and not member_ids:
-        return ExpiryResult(0, 0, 0)
-    if member_ids is not None:
+    some = member_ids is not None
+    if some:
         params["mids"] = list(member_ids)
-    pg = conn.dialect.name == "postgresql"
-    if pg and member_ids is None:
+    # Most debits find nothing due: no temporary table then (on PostgreSQL, creating one
+    # writes to the system catalogs).
+    if conn.execute(_ANY_DUE[some], params).first() is None:
+        return ExpiryResult(0, 0, 0)
+    if pg and not some:
         conn.execute(_EXPIRE_LOCK_MEMBERS, {"as_of": as_of})
-    stmt = _EXPIRE_STATEMENTS[(member_ids is not None, pg)]
-    params["first_id"] = conn.execute(
-        text("SELECT COALESCE(MAX(id), 0) FROM ledger_entries")).scalar()
-    with _sqlite_cache(conn, big=member_ids is None):
-        n = conn.execute(stmt, params).rowcount
-        if not n:
-            return ExpiryResult(0, 0, 0)
-        new = {"first_id": params["first_id"], "token": token}
-        conn.execute(_EXPIRE_ALLOCATE, new)
-        conn.execute(_EXPIRE_CLOSE_LOTS, new)
-        members, points = conn.execute(_EXPIRE_TOTALS, new).one()
-        conn.execute(_EXPIRE_BALANCES, new)
-    return ExpiryResult(lots=n, points=-int(points), members=int(members))
+    points = members = 0
+    with _sqlite_cache(conn, big=not some):
+        # (After an error the caller rolls back, which drops the table too.)
+        conn.execute(_RUN_DROP[pg])
+        conn.execute(_RUN_CREATE[pg])
+        lots = conn.execute(_EXPIRE_DUE[(some, pg)], params).rowcount
+        if lots:
+            params["first_id"] = conn.execute(
+                text("SELECT COALESCE(MAX(id), 0) FROM ledger_entries")).scalar()
+            members = conn.execute(_EXPIRE_ENTRIES, params).rowcount
+            conn.execute(_EXPIRE_ALLOCATE, {"first_id": params["first_id"], "token": token})
+            conn.execute(_EXPIRE_CLOSE_LOTS)
+            points = int(conn.execute(_EXPIRE_TOTAL).scalar())
+            conn.execute(_EXPIRE_BALANCES)
+        conn.execute(_RUN_DROP[pg])
+    return ExpiryResult(lots=lots, points=points, members=members)
 
 
 # While a nightly expiry writes hundreds of thousands of rows, SQLite's default 2 MB page
@@ -410,29 +422,62 @@ def debtors(session: Session, member_ids: Iterable[int]) -> list[int]:
     return sorted(r[0] for r in rows if r[0] in wanted)
 
 
-# The expiry statements, as constants (no SQL is ever assembled from input).
-_EXPIRE_SELECT = (
-    "INSERT INTO ledger_entries (member_id, kind, points, effective_at, source_id, ref, note,"
-    " actor, created_at) SELECT member_id, 'expire', -remaining, :now, id, :token,"
-    " 'expired: ' || COALESCE(ref, kind || ' lot ' || CAST(id AS VARCHAR(20))), :actor, :now"
-    " FROM ledger_entries WHERE remaining > 0 AND pending_until IS NULL"
-    " AND expires_on IS NOT NULL AND expires_on <= :as_of"
-)
-# Written in member order, so the new entries land in the (member_id, id) index one member
-# after another instead of at random places (half the time of the unordered insert).
-_BY_MEMBER_ORDER = " ORDER BY member_id, id"
+# The expiry statements, as constants (no SQL is ever assembled from input). The run's due
+# lots go to a temporary table keyed by (member_id, lot_id), so each new entry finds its
+# member's lots by an index range. Both SQLite and PostgreSQL look a name up in the
+# temporary schema first; only the drop names it, so it can never drop another table.
+_RUN_COLUMNS = ("(member_id BIGINT NOT NULL, lot_id BIGINT NOT NULL, points BIGINT NOT NULL,"
+                " PRIMARY KEY (member_id, lot_id))")
+_RUN_CREATE = {
+    False: text("CREATE TEMP TABLE expire_run " + _RUN_COLUMNS),
+    # Dropped at commit at the latest.
+    True: text("CREATE TEMP TABLE expire_run " + _RUN_COLUMNS + " ON COMMIT DROP"),
+}
+_RUN_DROP = {False: text("DROP TABLE IF EXISTS temp.expire_run"),
+             True: text("DROP TABLE IF EXISTS pg_temp.expire_run")}
+_DUE_LOTS = (" FROM ledger_entries WHERE remaining > 0"
+             " AND pending_until IS NULL AND expires_on IS NOT NULL AND expires_on <= :as_of")
+_DUE = ("INSERT INTO expire_run (member_id, lot_id, points) SELECT member_id, id, remaining"
+        + _DUE_LOTS)
 _BY_MEMBER = " AND member_id IN :mids"
-# PostgreSQL locks the lots, so a concurrent debit that expires or spends the same lot makes
-# the statement re-check `remaining` instead of expiring it twice.
-_LOCK = " FOR UPDATE"
-# Keyed by (only some members?, PostgreSQL?).
-_EXPIRE_STATEMENTS = {
-    (False, False): text(_EXPIRE_SELECT + _BY_MEMBER_ORDER),
-    (False, True): text(_EXPIRE_SELECT + _LOCK),
-    (True, False): text(_EXPIRE_SELECT + _BY_MEMBER).bindparams(bindparam("mids", expanding=True)),
-    (True, True): text(_EXPIRE_SELECT + _BY_MEMBER + _LOCK).bindparams(
+# Keyed by only some members?
+_ANY_DUE = {
+    False: text("SELECT 1" + _DUE_LOTS + " LIMIT 1"),
+    True: text("SELECT 1" + _DUE_LOTS + _BY_MEMBER + " LIMIT 1").bindparams(
         bindparam("mids", expanding=True)),
 }
+# Read in member order, so the rows land in the table's key one after another.
+_BY_MEMBER_ORDER = " ORDER BY member_id, id"
+# PostgreSQL locks the lots it reads, so a concurrent debit that expires or spends the same
+# lot waits, and the lots this run closes are the ones it read.
+_LOCK = " FOR UPDATE"
+# Keyed by (only some members?, PostgreSQL?).
+_EXPIRE_DUE = {
+    (False, False): text(_DUE + _BY_MEMBER_ORDER),
+    (False, True): text(_DUE + _LOCK),
+    (True, False): text(_DUE + _BY_MEMBER).bindparams(bindparam("mids", expanding=True)),
+    (True, True): text(_DUE + _BY_MEMBER + _LOCK).bindparams(bindparam("mids", expanding=True)),
+}
+# One entry per member, written in member order.
+_EXPIRE_ENTRIES = text(
+    "INSERT INTO ledger_entries (member_id, kind, points, effective_at, ref, note, actor,"
+    " created_at) SELECT member_id, 'expire', -SUM(points), :now, :token,"
+    " CASE WHEN COUNT(*) = 1 THEN 'expired: 1 lot'"
+    " ELSE 'expired: ' || CAST(COUNT(*) AS VARCHAR(20)) || ' lots' END, :actor, :now"
+    " FROM expire_run GROUP BY member_id ORDER BY member_id")
+# The run's token is unique, so its entries are found by the id range and the token alone
+# (adding kind = 'expire' made SQLite walk every past expiry through the kind index).
+_EXPIRE_ALLOCATE = text(
+    "INSERT INTO allocations (member_id, debit_id, lot_id, points)"
+    " SELECT r.member_id, e.id, r.lot_id, r.points FROM ledger_entries e JOIN expire_run r"
+    " ON r.member_id = e.member_id WHERE e.id > :first_id AND e.ref = :token")
+_EXPIRE_CLOSE_LOTS = text(
+    "UPDATE ledger_entries SET remaining = 0 WHERE id IN (SELECT lot_id FROM expire_run)")
+_EXPIRE_TOTAL = text("SELECT SUM(points) FROM expire_run")
+# One statement for every member touched.
+_EXPIRE_BALANCES = text(
+    "UPDATE members SET balance = balance - (SELECT SUM(r.points) FROM expire_run r"
+    " WHERE r.member_id = members.id) WHERE id IN (SELECT member_id FROM expire_run)")
 # PostgreSQL, the nightly run: lock the members first, in id order, then their lots. A debit
 # locks its member and then expires that member's due lots; locking all the lots first and
 # the members only at the end (the balance update) deadlocks with a debit running meanwhile.
@@ -440,20 +485,3 @@ _EXPIRE_LOCK_MEMBERS = text(
     "SELECT id FROM members WHERE id IN (SELECT member_id FROM ledger_entries"
     " WHERE remaining > 0 AND pending_until IS NULL AND expires_on IS NOT NULL"
     " AND expires_on <= :as_of) ORDER BY id FOR UPDATE")
-# The run's token is unique, so its entries are found by the id range and the token alone
-# (adding kind = 'expire' made SQLite walk every past expiry through the kind index).
-_EXPIRE_ALLOCATE = text(
-    "INSERT INTO allocations (member_id, debit_id, lot_id, points)"
-    " SELECT member_id, id, source_id, -points FROM ledger_entries"
-    " WHERE id > :first_id AND ref = :token")
-_EXPIRE_CLOSE_LOTS = text(
-    "UPDATE ledger_entries SET remaining = 0 WHERE id IN (SELECT source_id FROM ledger_entries"
-    " WHERE id > :first_id AND ref = :token)")
-_EXPIRE_TOTALS = text(
-    "SELECT COUNT(DISTINCT member_id), SUM(points) FROM ledger_entries"
-    " WHERE id > :first_id AND ref = :token")
-# One statement for every member touched: each sum is an index range on (member_id, id).
-_EXPIRE_BALANCES = text(
-    "UPDATE members SET balance = balance + (SELECT SUM(e.points) FROM ledger_entries e"
-    " WHERE e.member_id = members.id AND e.id > :first_id AND e.ref = :token)"
-    " WHERE id IN (SELECT member_id FROM ledger_entries WHERE id > :first_id AND ref = :token)")
