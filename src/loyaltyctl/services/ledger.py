@@ -277,6 +277,10 @@ def expire_due(
         conn.execute(_RUN_DROP[pg])
         conn.execute(_RUN_CREATE[pg])
         lots = conn.execute(_EXPIRE_DUE[(some, pg)], params).rowcount
+        if lots and pg:
+            # PostgreSQL keeps no statistics of a new temporary table: without them it plans
+            # the joins below for a tiny table (a million-row club: 27 s instead of 4 s).
+            conn.execute(_RUN_ANALYZE)
         if lots:
             params["first_id"] = conn.execute(
                 text("SELECT COALESCE(MAX(id), 0) FROM ledger_entries")).scalar()
@@ -433,6 +437,7 @@ _RUN_CREATE = {
     # Dropped at commit at the latest.
     True: text("CREATE TEMP TABLE expire_run " + _RUN_COLUMNS + " ON COMMIT DROP"),
 }
+_RUN_ANALYZE = text("ANALYZE pg_temp.expire_run")
 _RUN_DROP = {False: text("DROP TABLE IF EXISTS temp.expire_run"),
              True: text("DROP TABLE IF EXISTS pg_temp.expire_run")}
 _DUE_LOTS = (" FROM ledger_entries WHERE remaining > 0"
@@ -454,7 +459,7 @@ _LOCK = " FOR UPDATE"
 # Keyed by (only some members?, PostgreSQL?).
 _EXPIRE_DUE = {
     (False, False): text(_DUE + _BY_MEMBER_ORDER),
-    (False, True): text(_DUE + _LOCK),
+    (False, True): text(_DUE + _BY_MEMBER_ORDER + _LOCK),
     (True, False): text(_DUE + _BY_MEMBER).bindparams(bindparam("mids", expanding=True)),
     (True, True): text(_DUE + _BY_MEMBER + _LOCK).bindparams(bindparam("mids", expanding=True)),
 }
