@@ -182,6 +182,13 @@ def _pg_admin(url: str, *sql: str) -> None:
             conn.execute(statement)
 
 
+def _pg_vacuum(url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(_pg_dsn(url, _pg_name(url)), autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+
+
 def _pg_name(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -443,6 +450,11 @@ def main() -> None:
         r.note = f"{due:,} of {open_lots:,} open lots due" + (
             f"; service call {svc[0]:.2f}s" if svc else "")
 
+        if args.db:
+            # The half-due run leaves 471k dead row versions behind; PostgreSQL's autovacuum
+            # clears them within a minute or so, long before the next night. Measured without
+            # that, the nightly run reads them all (0.43 s instead of 0.2 s at 1M purchases).
+            _pg_vacuum(w.db)
         nxt = scalar_rows(w, "SELECT min(expires_on) FROM ledger_entries WHERE remaining > 0"
                              " AND pending_until IS NULL AND expires_on > :d", d=half_day)[0][0]
         night = _day(nxt) if nxt else half_day + timedelta(days=1)
@@ -456,7 +468,9 @@ def main() -> None:
         r.target = "service < 0.1 s"
         r.ok = bool(svc) and svc[0] < 0.1
         r.note = (f"service call {svc[0] * 1000:.0f} ms for {due_night:,} lots; "
-                  f"the rest is start-up and the lock" if svc else "service not timed")
+                  f"the rest is start-up and the lock" if svc else "service not timed") + (
+                      "; after VACUUM ANALYZE (autovacuum's work between two nights)"
+                      if args.db else "")
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if args.db:
