@@ -14,7 +14,10 @@ EMPTIED OR REPLACED.
 
 Each job runs in its own subprocess (peak memory is that child's RSS); the fast ones are
 the median of --reps runs (3). Printed per job: wall seconds, rows per second where it
-means something, peak MB and the target:
+means something, peak MB, the ratio to a baseline measured in the same run (x base: for
+`--help`, `python -c "import typer"`; for the look-ups, `python -c "import sqlmodel"`; for
+every report, `tiers recalc` and `points expire`, one set-based GROUP BY over every
+purchase through the bare driver in a fresh process) and the target:
 - `points expire` with about half of the open lots due (< 5 s) and the nightly run after
   it over one day's due lots (< 0.1 s inside the process: the service call is timed
   in the child, as well as the whole command);
@@ -85,6 +88,23 @@ expected_revenue = 5000000000
 
 # Runs the CLI in a child; with BENCH_WRAP=module:function the service call is timed too
 # and its seconds appended to the file BENCH_WRAP_OUT.
+# The raw baseline of the data jobs: one set-based statement over every purchase, through
+# the bare driver in a fresh process (as each job runs), fetching one row per member.
+RAW_SQL = ("SELECT member_id, COUNT(*), SUM(amount - refunded_amount), MAX(occurred_at)"
+           " FROM purchases GROUP BY member_id")
+_RAW = """
+import sys
+url = sys.argv[1]
+if url.startswith("sqlite"):
+    import sqlite3
+    conn = sqlite3.connect("file:" + url.split(":///", 1)[1] + "?mode=ro", uri=True)
+else:
+    import psycopg
+    conn = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"))
+rows = conn.execute(sys.argv[2]).fetchall()
+print(len(rows))
+"""
+
 _ENTRY = """
 import os, sys, time, importlib
 wrap = os.environ.get("BENCH_WRAP")
@@ -129,6 +149,8 @@ class Result:
     ok: bool | None = None
     note: str = ""
     runs: list[float] = field(default_factory=list)
+    base: Result | None = None
+    """The same-run baseline this job is compared with (x base in the table)."""
 
 
 def measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float, str]:
@@ -362,10 +384,13 @@ def main() -> None:
     reps = args.reps
     n_p, n_m = args.purchases, args.members
 
+    data_base: list[Result] = []  # once measured, the raw statement: every later job's base
+
     def add(name: str, cmd: list[str], *, rows: int | None = None, limit: float | None = None,
             times: int = reps, note: str = "", env: dict[str, str] | None = None) -> Result:
         s, mb, cpu, _, runs = run(cmd, times, env)
-        r = Result(name, s, mb, cpu, rows, f"< {limit:g} s" if limit else "", None, note, runs)
+        r = Result(name, s, mb, cpu, rows, f"< {limit:g} s" if limit else "", None, note, runs,
+                   data_base[0] if data_base else None)
         if limit is not None:
             r.ok = s < limit
         results.append(r)
@@ -381,6 +406,7 @@ def main() -> None:
                      times=max(reps, 5))
         help_r.target = "<= 2x import typer"
         help_r.ok = help_r.seconds <= 2 * typer_s.seconds
+        help_r.base = typer_s
         help_r.note = f"{help_r.seconds / typer_s.seconds:.2f}x"
         sqlmodel_s = add("python -c 'import sqlmodel'", [sys.executable, "-c", "import sqlmodel"],
                          times=max(reps, 5))
@@ -397,6 +423,7 @@ def main() -> None:
                 r = add(f"{' '.join(cmd)} ({what} club)", c.cli(*cmd, code),
                         times=max(reps, 5))
                 looked_up[(what, cmd[0])] = r
+                r.base = sqlmodel_s
                 r.note = f"{r.seconds / sqlmodel_s.seconds:.2f}x import sqlmodel" + (
                     f"; {code}: {entries:,} ledger entries" if what == "large" else "")
                 if what == "large":
@@ -407,6 +434,12 @@ def main() -> None:
                     r.ok = (r.seconds <= 1.1 * base.seconds
                             and r.seconds <= 1.1 * sqlmodel_s.seconds)
                     r.note += f"; {r.seconds / base.seconds:.2f}x the empty club"
+
+        # -- the raw baseline of the data jobs ---------------------------------------------------
+        raw = add("raw SQL: one GROUP BY over every purchase",
+                  [sys.executable, "-c", _RAW, club.db, RAW_SQL], rows=n_p)
+        raw.note = "bare sqlite3 / psycopg in a fresh process: the base of the jobs below"
+        data_base.append(raw)
 
         # -- reports (read only, on the cached club) ----------------------------------------------
         reports: list[tuple[str, tuple[str, ...], int | None]] = [
@@ -506,7 +539,7 @@ def print_table(results: list[Result], backend: str, args: argparse.Namespace,
                 total: float) -> None:
     print(f"\n{backend}: {args.members:,} members, {args.purchases:,} purchases; "
           f"median of {args.reps} for the repeated jobs; as of {AS_OF}")
-    head = (f"{'job':<44}{'wall s':>8}{'CPU s':>7}{'rows/s':>12}{'peak MB':>9}  "
+    head = (f"{'job':<44}{'wall s':>8}{'CPU s':>7}{'rows/s':>12}{'peak MB':>9}{'x base':>8}  "
             f"{'target':<20}{'':<7}note")
     print(head)
     print("-" * len(head))
@@ -514,7 +547,8 @@ def print_table(results: list[Result], backend: str, args: argparse.Namespace,
         f"{r.rows / r.seconds:>12,.0f}" if r.rows and r.seconds > 0 else f"{'':>12}")
     for r in results:
         verdict = "" if r.ok is None else ("ok" if r.ok else "MISSED")
-        print(f"{r.name:<44}{r.seconds:>8.2f}{r.cpu:>7.2f}{fmt(r)}{r.mb:>9.0f}  "
+        ratio = f"{r.seconds / r.base.seconds:>8.2f}" if r.base and r.base.seconds else f"{'':>8}"
+        print(f"{r.name:<44}{r.seconds:>8.2f}{r.cpu:>7.2f}{fmt(r)}{r.mb:>9.0f}{ratio}  "
               f"{r.target:<20}{verdict:<7}{r.note}")
     missed = [r.name for r in results if r.ok is False]
     print(f"targets (on wall time): {'all met' if not missed else 'MISSED: ' + ', '.join(missed)}; "
