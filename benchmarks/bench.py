@@ -2,16 +2,17 @@
 
     python benchmarks/bench.py                  # SQLite: the import of 1,000,000 purchases,
                                                 #   then 100,000 members / 1,000,000 purchases
-    python benchmarks/bench.py --small          # CI smoke (about two minutes)
+    python benchmarks/bench.py --small          # CI smoke (under a minute)
     python benchmarks/bench.py --db postgresql+psycopg://postgres@127.0.0.1:5432/bench
 
 Runs `bench_import.py` (the import against its same-run baseline, the re-import, peak
 memory against a tenth of the file) and `bench_all.py` (expiry, tiers, every report, the
 support look-ups, start-up), each printing its figures and targets, with the same --small,
---data and --check. On PostgreSQL (the --db database is created if missing) the import runs in a database named after --db with
-`_import` added (created for the run and dropped after it), the other jobs in --db itself (see
-bench_all.py: it and `<db>_work`, `<db>_empty` are emptied or replaced). Exit status: 1 if
-either benchmark failed, or, with --check, missed a target.
+--data and --check. On PostgreSQL the --db database is created if missing; the import runs
+in a database named after it with `_import` added (created for the run, dropped after it),
+the other jobs in --db itself (see bench_all.py: it and `<db>_work`, `<db>_empty` are
+emptied or replaced). Exit status: 1 if either benchmark failed, or, with --check, missed
+a target.
 """
 
 from __future__ import annotations

@@ -86,8 +86,6 @@ budget = 200000000
 expected_revenue = 5000000000
 """
 
-# Runs the CLI in a child; with BENCH_WRAP=module:function the service call is timed too
-# and its seconds appended to the file BENCH_WRAP_OUT.
 # The raw baseline of the data jobs: one set-based statement over every purchase, through
 # the bare driver in a fresh process (as each job runs), fetching one row per member.
 RAW_SQL = ("SELECT member_id, COUNT(*), SUM(amount - refunded_amount), MAX(occurred_at)"
@@ -105,6 +103,8 @@ rows = conn.execute(sys.argv[2]).fetchall()
 print(len(rows))
 """
 
+# Runs the CLI in a child; with BENCH_WRAP=module:function the service call is timed too
+# and its seconds appended to the file BENCH_WRAP_OUT.
 _ENTRY = """
 import os, sys, time, importlib
 wrap = os.environ.get("BENCH_WRAP")
@@ -197,19 +197,13 @@ def _pg_dsn(url: str, dbname: str | None = None) -> str:
     return u.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def _pg_admin(url: str, *sql: str) -> None:
+def _pg_admin(url: str, *sql: str, dbname: str = "postgres") -> None:
+    """Run statements outside a transaction, by default in the server's `postgres` database."""
     import psycopg
 
-    with psycopg.connect(_pg_dsn(url, "postgres"), autocommit=True) as conn:
+    with psycopg.connect(_pg_dsn(url, dbname), autocommit=True) as conn:
         for statement in sql:
             conn.execute(statement)
-
-
-def _pg_vacuum(url: str) -> None:
-    import psycopg
-
-    with psycopg.connect(_pg_dsn(url, _pg_name(url)), autocommit=True) as conn:
-        conn.execute("VACUUM ANALYZE")
 
 
 def _pg_name(url: str) -> str:
@@ -505,7 +499,7 @@ def main() -> None:
             # The half-due run leaves 471k dead row versions behind; PostgreSQL's autovacuum
             # clears them within a minute or so, long before the next night. Measured without
             # that, the nightly run reads them all (0.43 s instead of 0.2 s at 1M purchases).
-            _pg_vacuum(w.db)
+            _pg_admin(w.db, "VACUUM ANALYZE", dbname=_pg_name(w.db))
         nxt = scalar_rows(w, "SELECT min(expires_on) FROM ledger_entries WHERE remaining > 0"
                              " AND pending_until IS NULL AND expires_on > :d", d=half_day)[0][0]
         night = _day(nxt) if nxt else half_day + timedelta(days=1)

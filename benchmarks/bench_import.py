@@ -17,9 +17,10 @@ subprocess so peak memory is that run's alone:
   generated file, its own club).
 
 Prints wall time, rows per second, peak RSS and the ratio to the baseline, and checks the
-targets (peak < 300 MB; from 1,000,000 rows, the size they are set for, fresh import <= 2.5x
-and re-import <= 1x the baseline, peak <= 1.2x that of the tenth: on small files fixed costs such as start-up and the
-per-batch hooks weigh more); exits 1 if one is missed (with --check). THE POSTGRESQL DATABASE GIVEN WITH --db IS EMPTIED (schema public dropped).
+targets (peak < 300 MB; from 1,000,000 rows, the size they are set for, fresh import
+<= 2.5x and re-import <= 1x the baseline, peak <= 1.2x that of the tenth: on small files
+fixed costs such as start-up and the per-batch hooks weigh more); exits 1 if one is missed
+(with --check). THE POSTGRESQL DATABASE GIVEN WITH --db IS EMPTIED (schema public dropped).
 """
 
 from __future__ import annotations

@@ -399,6 +399,43 @@ def test_expire_writes_one_entry_per_member_with_an_allocation_per_lot(pc: Club)
     assert r.stdout.count("expire_source: an expiry entry takes only from lots of its member") == 2
 
 
+def test_expiry_entries_of_the_earlier_shape_still_pass_db_check(pc: Club) -> None:
+    """Clubs expired before one entry per member kept one entry per lot, its source_id the
+    lot: db check accepts those, and a later run adds entries of the new shape beside them."""
+    three_lots(pc)
+    ok(pc, "adjust", "C1", "5", "--reason", "x", "--expires", "2026-04-15")
+    pc.ok("points", "expire", "--as-of", "2026-04-20")  # C1: the April and mid-April lots
+    # Rewrite the run's one entry as the earlier code wrote it: an entry per lot.
+    with pc.engine.begin() as conn:
+        entry, member, token, at, actor = conn.execute(text(
+            "SELECT id, member_id, ref, effective_at, actor FROM ledger_entries"
+            " WHERE kind = 'expire'")).one()
+        allocs = conn.execute(text("SELECT id, lot_id, points FROM allocations"
+                                   " WHERE debit_id = :d ORDER BY lot_id"), {"d": entry}).all()
+        assert len(allocs) == 2
+        first, second = allocs
+        conn.execute(text("UPDATE ledger_entries SET points = :p, source_id = :lot,"
+                          " note = 'expired: adjust lot' WHERE id = :d"),
+                     {"p": -first.points, "lot": first.lot_id, "d": entry})
+        conn.execute(text(
+            "INSERT INTO ledger_entries (member_id, kind, points, effective_at, source_id, ref,"
+            " note, actor, created_at) VALUES (:m, 'expire', :p, :at, :lot, :ref,"
+            " 'expired: adjust lot', :actor, :at)"),
+            {"m": member, "p": -second.points, "at": at, "lot": second.lot_id, "ref": token,
+             "actor": actor})
+        new_id = conn.execute(text("SELECT MAX(id) FROM ledger_entries")).scalar()
+        conn.execute(text("UPDATE allocations SET debit_id = :n WHERE id = :a"),
+                     {"n": new_id, "a": second.id})
+    pc.ok("db", "check")
+    assert pc.balance("C1") == 20
+    r = pc.ok("points", "expire", "--as-of", "2026-05-01")  # the May lot, in the new shape
+    assert "expired 10 points from 1 lots of 1 members" in r.stderr
+    assert pc.query("SELECT points, source_id IS NULL FROM ledger_entries WHERE kind = 'expire'"
+                    " ORDER BY id") == [(-10, False), (-5, False), (-10, True)]
+    assert pc.balance("C1") == 10
+    pc.ok("db", "check")
+
+
 def test_expire_refuses_while_another_run_holds_the_lock(pc: Club) -> None:
     from loyaltyctl.db.engine import make_engine
     from loyaltyctl.services.locks import job_lock
